@@ -1,0 +1,1 @@
+"""Replay client for the gateway: ``python -m demo.replay --data FILE.csv``."""
