@@ -1,0 +1,54 @@
+"""``python -m training --data PATH [--out DIR] [--seed N] ...``"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from training.pipeline import TrainConfig
+
+
+def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    parser = argparse.ArgumentParser(
+        prog="python -m training",
+        description="Train the autoencoder and the classifier on a transaction CSV.",
+    )
+    parser.add_argument("--data", type=Path, required=True, help="CSV or CSV.gz")
+    parser.add_argument(
+        "--out", type=Path, default=Path("runs") / stamp, help="new run directory"
+    )
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--ae-epochs", type=int, default=8)
+    parser.add_argument("--clf-epochs", type=int, default=6)
+    parser.add_argument(
+        "--epochs", type=int, help="set both --ae-epochs and --clf-epochs"
+    )
+    parser.add_argument("--max-rows", type=int, help="read only the first N rows")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    if args.epochs is not None:
+        args.ae_epochs = args.clf_epochs = args.epochs
+    return TrainConfig(
+        data=args.data,
+        out=args.out,
+        seed=args.seed,
+        ae_epochs=args.ae_epochs,
+        clf_epochs=args.clf_epochs,
+        max_rows=args.max_rows,
+        threads=args.threads,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    from training.pipeline import train
+
+    out = train(parse_args(argv))
+    print(out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

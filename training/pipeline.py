@@ -1,0 +1,180 @@
+"""One training run: data, split, both models, calibration, report."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import features
+from training import autoencoder as ae
+from training import classifier as clf
+from training import run as layout
+from training.calibration import (
+    DEFAULT_ANOMALY_KNOTS,
+    fit_platt,
+    fit_quantile_knots,
+    standardisation,
+)
+from training.data import Transactions, read_transactions
+from training.report import evaluate, plot_precision_recall, write_report
+from training.split import Split, time_split
+
+PARITY_ROWS = 512
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: Path
+    out: Path
+    seed: int = 42
+    ae_epochs: int = 8
+    clf_epochs: int = 6
+    max_rows: int | None = None
+    threads: int = 2
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _labelled(index: np.ndarray, labels: np.ndarray, part: str) -> np.ndarray:
+    index = index[labels[index] >= 0]
+    positives = int(labels[index].sum())
+    if positives == 0 or positives == len(index):
+        raise ValueError(
+            f"the {part} split needs labelled fraud and legitimate rows; it has "
+            f"{positives} fraud of {len(index)} labelled"
+        )
+    return index
+
+
+def _data_summary(cfg: TrainConfig, txns: Transactions, split: Split) -> dict[str, Any]:
+    labelled = txns.is_fraud >= 0
+    return {
+        "source": cfg.data.name,
+        "sha256": _sha256(cfg.data),
+        "rows": len(txns),
+        "labelled_rows": int(labelled.sum()),
+        "fraud_rate": float(txns.is_fraud[labelled].mean()),
+        "start": _iso(float(txns.epoch.min())),
+        "end": _iso(float(txns.epoch.max())),
+        "max_rows": cfg.max_rows,
+        "split": {
+            "train": len(split.train),
+            "calibration": len(split.calibration),
+            "validation": len(split.validation),
+            "calibration_starts": _iso(float(txns.epoch[split.calibration[0]])),
+            "validation_starts": _iso(float(txns.epoch[split.validation[0]])),
+        },
+    }
+
+
+def train(cfg: TrainConfig) -> Path:
+    import torch
+
+    torch.set_num_threads(cfg.threads)
+    started = time.monotonic()
+    out = cfg.out
+    out.mkdir(parents=True, exist_ok=False)
+    rng = np.random.default_rng(cfg.seed)
+
+    _log(f"reading {cfg.data}")
+    txns = read_transactions(cfg.data, max_rows=cfg.max_rows)
+    x = txns.features()
+    labels = txns.is_fraud
+    split = time_split(txns.epoch)
+    train_idx = _labelled(split.train, labels, "train")
+    cal_idx = _labelled(split.calibration, labels, "calibration")
+    val_idx = _labelled(split.validation, labels, "validation")
+    _log(
+        f"{len(txns)} rows: train {len(split.train)}, calibration "
+        f"{len(split.calibration)}, validation {len(split.validation)}"
+    )
+
+    legit_train = train_idx[labels[train_idx] == 0]
+    legit_cal = cal_idx[labels[cal_idx] == 0]
+    ae_mean, ae_std = standardisation(x[legit_train])
+    _log(f"training the autoencoder on {len(legit_train)} legitimate rows")
+    net = ae.train_autoencoder(
+        x[legit_train], ae_mean, ae_std, epochs=cfg.ae_epochs, seed=cfg.seed
+    )
+    curve_quantiles = [q for q, _ in DEFAULT_ANOMALY_KNOTS]
+    scorer = ae.AnomalyScorer(net, x.shape[1], len(curve_quantiles) + 2)
+    scorer.set_standardisation(ae_mean, ae_std)
+    curve = fit_quantile_knots(ae.score(scorer, x[legit_cal], errors=True))
+    scorer.set_calibration(curve)
+    ae.save_scorer(scorer, out / layout.AUTOENCODER)
+
+    clf_mean, clf_std = standardisation(x[train_idx])
+    _log(f"training the classifier on {len(train_idx)} labelled rows")
+    raw_model = clf.train_classifier(
+        x[train_idx],
+        labels[train_idx],
+        clf_mean,
+        clf_std,
+        epochs=cfg.clf_epochs,
+        seed=cfg.seed,
+    )
+    platt = fit_platt(clf.logits(raw_model, x[cal_idx]), labels[cal_idx])
+    model = clf.calibrated_classifier(raw_model, platt)
+    clf.save_classifier(
+        model, out / layout.CLASSIFIER_KERAS, out / layout.CLASSIFIER_SAVEDMODEL
+    )
+
+    x_val, y_val = x[val_idx], labels[val_idx]
+    anomaly = ae.score(scorer, x_val)
+    risk = clf.predict(model, x_val)
+    risk_raw = clf.predict(raw_model, x_val)
+    parity = rng.choice(len(x_val), size=min(PARITY_ROWS, len(x_val)), replace=False)
+    np.save(out / layout.PARITY_FEATURES, x_val[np.sort(parity)])
+
+    validation = evaluate(y_val, anomaly, risk, risk_raw)
+    plot_precision_recall(
+        y_val,
+        {
+            "anomaly_autoencoder": anomaly,
+            "risk_classifier": risk,
+            "combined": 0.4 * anomaly + 0.6 * risk,
+        },
+        out / layout.PR_CURVE_PNG,
+    )
+    elapsed = time.monotonic() - started
+    report: dict[str, Any] = {
+        "run": out.name,
+        "created_at": _iso(time.time()),
+        "feature_schema": features.SCHEMA_ID,
+        "feature_names": list(features.FEATURE_NAMES),
+        "seed": cfg.seed,
+        "epochs": {"autoencoder": cfg.ae_epochs, "classifier": cfg.clf_epochs},
+        "training_seconds": round(elapsed, 1),
+        "data": _data_summary(cfg, txns, split),
+        "calibration": {
+            "anomaly_knots": {"quantiles": [0.0, *curve_quantiles, None]}
+            | curve.as_dict(),
+            "platt": {"a": platt.a, "b": platt.b},
+        },
+        "validation": validation,
+    }
+    write_report(report, out)
+    layout.RunDir(out).write_manifest(report)
+    _log(f"run written to {out} in {elapsed:.0f}s")
+    return out
