@@ -132,7 +132,10 @@ def encode_columns(
     out[:, 2] = np.sin(day_phase)
     out[:, 3] = np.cos(day_phase)
     week_phase = (
-        2.0 * math.pi * ((epoch - _MONDAY_SHIFT) % _SECONDS_PER_WEEK) / _SECONDS_PER_WEEK
+        2.0
+        * math.pi
+        * ((epoch - _MONDAY_SHIFT) % _SECONDS_PER_WEEK)
+        / _SECONDS_PER_WEEK
     )
     out[:, 4] = np.sin(week_phase)
     out[:, 5] = np.cos(week_phase)
@@ -158,7 +161,9 @@ def encode(transactions: Iterable[Mapping[str, Any]]) -> np.ndarray:
     datetime or an RFC 3339 string; ``product_category`` may be absent.
     """
     items = list(transactions)
-    amount = np.array([float(Decimal(str(t["amount"]))) for t in items], dtype=np.float64)
+    amount = np.array(
+        [float(Decimal(str(t["amount"]))) for t in items], dtype=np.float64
+    )
     epoch = np.array([epoch_seconds(t["timestamp"]) for t in items], dtype=np.float64)
     return encode_columns(
         amount,

@@ -1,0 +1,344 @@
+"""The FastAPI application: routes, start-up and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import ORJSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+import features
+from gateway.config import Settings, get_settings
+from gateway.errors import ApiError, install_error_handlers
+from gateway.idempotency import IdempotencyStore
+from gateway.limits import BodySizeLimit
+from gateway.policy import load_policy
+from gateway.schemas import (
+    AnomalyResponse,
+    BatchRequest,
+    BatchResponse,
+    ClassifyResponse,
+    ErrorResponse,
+    ScoreResponse,
+    TransactionRequest,
+)
+from gateway.service import ScoringService
+from gateway.storage import Storage, StorageUnavailable
+from gateway.triton import ScoringUnavailable, TritonScorer
+
+log = logging.getLogger("gateway")
+access_log = logging.getLogger("gateway.access")
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 409, 413, 422, 503)
+}
+
+
+def _json(
+    body: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    # Sorted keys make a replayed answer byte-identical to the first one,
+    # whichever store it came back from.
+    return Response(
+        orjson.dumps(body, option=orjson.OPT_SORT_KEYS),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+class AccessLog:
+    """One line per request: its id, route, status and latency."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = None
+        for name, value in scope.get("headers", ()):
+            if name == b"x-request-id":
+                request_id = value.decode("latin-1")[:64]
+                break
+        request_id = request_id or uuid.uuid4().hex
+        start = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [
+                    *message["headers"],
+                    (b"x-request-id", request_id.encode("latin-1")),
+                ]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            access_log.info(
+                "request_id=%s method=%s path=%s status=%d latency_ms=%.2f",
+                request_id,
+                scope["method"],
+                scope["path"],
+                status,
+                (time.perf_counter() - start) * 1000,
+            )
+
+
+async def _refresh_models(scorer: TritonScorer, interval_s: float) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await scorer.refresh()
+        except Exception:  # the loop must outlive any single failure
+            log.exception("model refresh failed")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    policy = load_policy(settings.policy_path)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        storage = Storage(
+            settings.database_url,
+            min_size=settings.db_pool_min_size,
+            max_size=settings.db_pool_max_size,
+            acquire_timeout_s=settings.db_acquire_timeout_ms / 1000,
+            statement_timeout_s=settings.db_statement_timeout_ms / 1000,
+        )
+        await storage.open()
+        idempotency = IdempotencyStore(
+            settings.redis_url,
+            ttl_s=settings.idempotency_ttl_s,
+            pending_ttl_s=max(5, settings.idempotency_wait_ms // 1000 * 5),
+            timeout_s=settings.redis_timeout_ms / 1000,
+        )
+        scorer = TritonScorer(
+            settings.triton_url,
+            ensemble=settings.triton_ensemble,
+            anomaly_model=settings.triton_anomaly_model,
+            classifier_model=settings.triton_classifier_model,
+            timeout_s=settings.triton_timeout_ms / 1000,
+        )
+        await scorer.refresh()
+        app.state.service = ScoringService(
+            scorer,
+            storage,
+            idempotency,
+            policy,
+            wait_for_duplicate_s=settings.idempotency_wait_ms / 1000,
+        )
+        refresher = asyncio.create_task(
+            _refresh_models(scorer, settings.model_refresh_s)
+        )
+        log.info(
+            "gateway ready: feature schema %s, policy %s",
+            features.SCHEMA_ID,
+            policy.version,
+        )
+        try:
+            yield
+        finally:
+            refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresher
+            await scorer.close()
+            await idempotency.close()
+            await storage.close()
+
+    app = FastAPI(
+        title="Transaction risk gateway",
+        version="0.1.0",
+        description="Scores payment transactions with two models served by Triton "
+        "and decides APPROVE, FLAG or REVIEW.",
+        lifespan=lifespan,
+        default_response_class=ORJSONResponse,
+    )
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AccessLog)
+
+    def service(request: Request) -> ScoringService:
+        return request.app.state.service  # type: ignore[no-any-return]
+
+    @app.get("/health")
+    async def health(request: Request) -> Response:
+        """Checks Triton, PostgreSQL and Redis; 503 when scoring or storage is down."""
+        svc = service(request)
+        checks: dict[str, str] = {}
+
+        async def triton() -> None:
+            ready = await svc.scorer.server_ready()
+            usable = all(m.usable for m in svc.scorer.models.values())
+            checks["triton"] = "ok" if ready and usable else "unavailable"
+
+        async def postgres() -> None:
+            try:
+                await svc.storage.ping()
+                checks["postgres"] = "ok"
+            except StorageUnavailable:
+                checks["postgres"] = "unavailable"
+
+        async def redis() -> None:
+            try:
+                await svc.idempotency.ping()
+                checks["redis"] = "ok"
+            except Exception:
+                checks["redis"] = "unavailable"
+
+        await asyncio.gather(triton(), postgres(), redis())
+        essential = checks["triton"] == "ok" and checks["postgres"] == "ok"
+        if essential and checks["redis"] == "ok":
+            status = "ok"
+        elif essential:
+            status = "degraded"
+        else:
+            status = "unavailable"
+        return _json(
+            {"status": status, "checks": checks}, status=200 if essential else 503
+        )
+
+    @app.post(
+        "/transactions",
+        response_model=ScoreResponse,
+        responses=_ERRORS,
+        summary="Score a transaction and store the decision",
+    )
+    async def post_transaction(body: TransactionRequest, request: Request) -> Response:
+        """Answers only once the decision is committed; a retry replays it."""
+        recorded = await service(request).record(body)
+        headers = {"Idempotent-Replay": "true"} if recorded.replayed else None
+        return _json(recorded.body, headers=headers)
+
+    @app.post(
+        "/risk/analyze",
+        response_model=ScoreResponse,
+        responses=_ERRORS,
+        summary="Score a transaction without storing it",
+    )
+    async def analyze(body: TransactionRequest, request: Request) -> Response:
+        (result,) = await service(request).evaluate([body])
+        return _json(result.model_dump(mode="json"))
+
+    @app.post(
+        "/risk/batch",
+        response_model=BatchResponse,
+        responses=_ERRORS,
+        summary="Score up to MAX_BATCH_SIZE transactions in one call, without storing",
+    )
+    async def batch(body: BatchRequest, request: Request) -> Response:
+        """Transaction ids must be unique within a batch."""
+        if len(body.transactions) > settings.max_batch_size:
+            raise ApiError(
+                413,
+                "batch_too_large",
+                f"a batch holds at most {settings.max_batch_size} transactions, "
+                f"got {len(body.transactions)}",
+            )
+        seen: dict[str, int] = {}
+        for i, txn in enumerate(body.transactions):
+            first = seen.get(txn.transaction_id)
+            if first is not None:
+                raise ApiError(
+                    422,
+                    "validation_error",
+                    f"transaction_id {txn.transaction_id!r} appears twice in the batch",
+                    [
+                        {
+                            "field": f"transactions.{i}.transaction_id",
+                            "problem": f"duplicate of transactions.{first}",
+                        }
+                    ],
+                )
+            seen[txn.transaction_id] = i
+        results = await service(request).evaluate(body.transactions)
+        return _json({"results": [r.model_dump(mode="json") for r in results]})
+
+    async def _single(
+        request: Request, body: TransactionRequest, model: str
+    ) -> dict[str, Any]:
+        svc = service(request)
+        batch = features.encode([body.model_dump()])
+        try:
+            if model == svc.scorer.anomaly_model:
+                value = await svc.scorer.anomaly(batch)
+            else:
+                value = await svc.scorer.classify(batch)
+        except ScoringUnavailable as exc:
+            log.warning("%s unavailable: %s", model, exc)
+            raise ApiError(
+                503,
+                "model_unavailable",
+                f"model {model} is unavailable; no score was produced",
+                headers={"Retry-After": "1"},
+            ) from exc
+        return {
+            "transaction_id": body.transaction_id,
+            "value": float(value[0]),
+            "model_version": svc.scorer.versions_for(model)[model],
+            "processed_at": datetime.now(UTC).isoformat(),
+        }
+
+    @app.post(
+        "/anomaly/score",
+        response_model=AnomalyResponse,
+        responses=_ERRORS,
+        summary="The autoencoder's anomaly score alone",
+    )
+    async def anomaly_score(body: TransactionRequest, request: Request) -> Response:
+        out = await _single(request, body, service(request).scorer.anomaly_model)
+        out["anomaly_score"] = out.pop("value")
+        return _json(out)
+
+    @app.post(
+        "/risk/classify",
+        response_model=ClassifyResponse,
+        responses=_ERRORS,
+        summary="The classifier's fraud probability alone",
+    )
+    async def classify(body: TransactionRequest, request: Request) -> Response:
+        out = await _single(request, body, service(request).scorer.classifier_model)
+        out["risk_probability"] = out.pop("value")
+        return _json(out)
+
+    @app.get(
+        "/model/info", summary="Live model versions and feature schemas, from Triton"
+    )
+    async def model_info(request: Request) -> Response:
+        svc = service(request)
+        await svc.scorer.refresh()
+        return _json(
+            {
+                "feature_schema": features.SCHEMA_ID,
+                "feature_names": list(features.FEATURE_NAMES),
+                "policy_version": svc.policy.version,
+                "models": {
+                    name: {
+                        "live_version": m.live_version,
+                        "versions": m.versions,
+                        "feature_schema": m.feature_schema,
+                        "usable": m.usable,
+                        "problem": m.problem,
+                    }
+                    for name, m in svc.scorer.models.items()
+                },
+            }
+        )
+
+    return app

@@ -1,0 +1,71 @@
+"""Settings of the gateway, read once from the environment at start-up."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+DEV_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/risk"
+DEV_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+class Settings(BaseSettings):
+    """Every setting has one environment variable, named in upper case."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False)
+
+    environment: Literal["development", "production"] = "development"
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    log_level: str = "INFO"
+
+    database_url: str = DEV_DATABASE_URL
+    db_pool_min_size: int = Field(1, ge=0)
+    db_pool_max_size: int = Field(10, ge=1)
+    db_acquire_timeout_ms: int = Field(500, ge=1)
+    db_statement_timeout_ms: int = Field(1000, ge=1)
+
+    redis_url: str = DEV_REDIS_URL
+    redis_timeout_ms: int = Field(100, ge=1)
+    idempotency_ttl_s: int = Field(86_400, ge=1)
+    # How long a duplicate waits for the first request of the same id to finish
+    # before it is told 409 "in progress".
+    idempotency_wait_ms: int = Field(2_000, ge=0)
+
+    triton_url: str = "127.0.0.1:8001"
+    triton_timeout_ms: int = Field(250, ge=1)
+    triton_ensemble: str = "risk_ensemble"
+    triton_anomaly_model: str = "anomaly_autoencoder"
+    triton_classifier_model: str = "risk_classifier"
+    model_refresh_s: float = Field(5.0, gt=0)
+
+    policy_path: Path = PROJECT_ROOT / "config" / "policy.toml"
+    max_body_bytes: int = Field(65_536, ge=1024)
+    max_batch_size: int = Field(256, ge=1, le=1024)
+
+    @model_validator(mode="after")
+    def _refuse_development_defaults_in_production(self) -> Settings:
+        if self.environment == "production":
+            defaults = {
+                "DATABASE_URL": self.database_url == DEV_DATABASE_URL,
+                "REDIS_URL": self.redis_url == DEV_REDIS_URL,
+            }
+            left = sorted(name for name, is_default in defaults.items() if is_default)
+            if left:
+                raise ValueError(
+                    "production refuses development defaults; set " + ", ".join(left)
+                )
+        if self.db_pool_min_size > self.db_pool_max_size:
+            raise ValueError("DB_POOL_MIN_SIZE must not exceed DB_POOL_MAX_SIZE")
+        return self
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,246 @@
+"""Request and response bodies, and the validation rules that guard them."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any
+
+import orjson
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
+
+from gateway.codes import COUNTRIES, CURRENCIES
+from gateway.policy import Decision
+
+MAX_AMOUNT = Decimal("1000000000")  # fits NUMERIC(14, 2) with room to spare
+_AMOUNT_TEXT = re.compile(r"^[0-9]{1,12}(\.[0-9]{1,2})?$")
+# RFC 3339 date-time with a mandatory offset (Z or +hh:mm).
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+)
+_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+_LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+
+Identifier = Annotated[
+    str,
+    StringConstraints(
+        min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$"
+    ),
+]
+Token = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True,
+        min_length=1,
+        max_length=32,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9 _./&-]*$",
+    ),
+]
+
+
+def _parse_amount(value: Any) -> Decimal:
+    # bool is an int in Python; true is not an amount.
+    if isinstance(value, bool):
+        raise ValueError("must be a number")
+    if isinstance(value, str):
+        if not _AMOUNT_TEXT.match(value.strip()):
+            raise ValueError("must be a decimal number with at most two decimals")
+        amount = Decimal(value.strip())
+    elif isinstance(value, int):
+        amount = Decimal(value)
+    elif isinstance(value, float):
+        # repr gives the shortest text that reads back as the same float, which
+        # is the text the client sent for any amount with up to 15 digits.
+        try:
+            amount = Decimal(repr(value))
+        except InvalidOperation:
+            raise ValueError("must be a finite number") from None
+    elif isinstance(value, Decimal):
+        amount = value
+    else:
+        raise ValueError("must be a number")
+    if not amount.is_finite():
+        raise ValueError("must be a finite number")
+    if amount <= 0:
+        raise ValueError("must be greater than 0")
+    if amount > MAX_AMOUNT:
+        raise ValueError(f"must not exceed {MAX_AMOUNT}")
+    exponent = amount.normalize().as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -2:
+        raise ValueError("must have at most two decimal places")
+    return amount.quantize(Decimal("0.01"))
+
+
+class TransactionRequest(BaseModel):
+    """A transaction to score. Unknown fields are ignored."""
+
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "example": {
+                "transaction_id": "txn-0001",
+                "user_id": "u-5e35f1b92798",
+                "amount": 17.34,
+                "currency": "USD",
+                "country": "US",
+                "device": "mobile",
+                "timestamp": "2026-01-28T14:30:00Z",
+                "product_category": "W",
+            }
+        },
+    )
+
+    transaction_id: Identifier
+    user_id: Identifier
+    amount: Annotated[
+        Decimal,
+        Field(
+            description="Positive amount in `currency`, at most two decimals "
+            '(a JSON number or a string such as "17.34")'
+        ),
+    ]
+    currency: Annotated[
+        str,
+        Field(
+            description="ISO 4217 code (case-insensitive)", min_length=3, max_length=3
+        ),
+    ]
+    country: Annotated[
+        str,
+        Field(
+            description="ISO 3166-1 alpha-2 code (case-insensitive); "
+            "user-assigned codes XA-XZ, QM-QZ, AA and ZZ (unknown) are accepted",
+            min_length=2,
+            max_length=2,
+        ),
+    ]
+    device: Token
+    timestamp: Annotated[
+        datetime, Field(description="RFC 3339 date-time with a UTC offset")
+    ]
+    product_category: Token | None = None
+
+    @field_validator("amount", mode="before")
+    @classmethod
+    def _amount(cls, value: Any) -> Decimal:
+        return _parse_amount(value)
+
+    @field_validator("currency", mode="before")
+    @classmethod
+    def _currency(cls, value: Any) -> str:
+        if not isinstance(value, str):
+            raise ValueError("must be a string")
+        code = value.strip().upper()
+        if code not in CURRENCIES:
+            raise ValueError(f"unknown currency code {value!r}")
+        return code
+
+    @field_validator("country", mode="before")
+    @classmethod
+    def _country(cls, value: Any) -> str:
+        if not isinstance(value, str):
+            raise ValueError("must be a string")
+        code = value.strip().upper()
+        if code not in COUNTRIES:
+            raise ValueError(f"unknown country code {value!r}")
+        return code
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        return value.lower()
+
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _timestamp_text(cls, value: Any) -> Any:
+        if not isinstance(value, str) or not _RFC3339.match(value):
+            raise ValueError(
+                "must be an RFC 3339 date-time with an offset, "
+                "e.g. 2026-01-28T14:30:00Z"
+            )
+        return value
+
+    @field_validator("timestamp")
+    @classmethod
+    def _timestamp_range(cls, value: datetime) -> datetime:
+        if not _EARLIEST <= value < _LATEST:
+            raise ValueError("must be between 2000-01-01 and 2100-01-01")
+        return value
+
+    def canonical(self) -> dict[str, Any]:
+        """The fields that define the transaction, normalised, as JSON values."""
+        return {
+            "transaction_id": self.transaction_id,
+            "user_id": self.user_id,
+            "amount": str(self.amount),
+            "currency": self.currency,
+            "country": self.country,
+            "device": self.device,
+            "timestamp": self.timestamp.astimezone(UTC).isoformat(),
+            "product_category": self.product_category,
+        }
+
+    def payload_hash(self) -> str:
+        """A digest that is equal for two requests exactly when they mean the same."""
+        body = orjson.dumps(self.canonical(), option=orjson.OPT_SORT_KEYS)
+        return hashlib.sha256(body).hexdigest()
+
+
+class BatchRequest(BaseModel):
+    transactions: list[TransactionRequest] = Field(min_length=1)
+
+
+class ScoreResponse(BaseModel):
+    transaction_id: str
+    anomaly_score: float | None = Field(
+        description="Calibrated anomaly score in [0, 1]; null when degraded"
+    )
+    risk_probability: float | None = Field(
+        description="Calibrated fraud probability in [0, 1]; null when degraded"
+    )
+    combined_score: float | None
+    decision: Decision
+    processed_at: datetime
+    model_versions: dict[str, str]
+    policy_version: str
+    degraded: bool = Field(
+        description="True when the models could not be reached and the decision "
+        "is the policy's fail-safe"
+    )
+
+
+class AnomalyResponse(BaseModel):
+    transaction_id: str
+    anomaly_score: float
+    model_version: str
+    processed_at: datetime
+
+
+class ClassifyResponse(BaseModel):
+    transaction_id: str
+    risk_probability: float
+    model_version: str
+    processed_at: datetime
+
+
+class BatchResponse(BaseModel):
+    results: list[ScoreResponse]
+
+
+class ErrorItem(BaseModel):
+    field: str | None
+    problem: str
+
+
+class ErrorResponse(BaseModel):
+    error: str = Field(description="A short machine-readable code")
+    message: str
+    details: list[ErrorItem] = []

@@ -1,0 +1,194 @@
+"""Scoring and recording decisions: the path of one transaction."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import features
+from gateway.errors import ApiError
+from gateway.idempotency import Claimed, IdempotencyStore, Seen, Unavailable
+from gateway.policy import Policy
+from gateway.schemas import ScoreResponse, TransactionRequest
+from gateway.storage import Storage, StorageUnavailable, StoredDecision
+from gateway.triton import ScoringUnavailable, TritonScorer
+
+log = logging.getLogger("gateway.service")
+
+_POLL_S = 0.01
+
+
+@dataclass(frozen=True)
+class Recorded:
+    body: dict[str, Any]
+    replayed: bool
+
+
+def _conflict(transaction_id: str) -> ApiError:
+    return ApiError(
+        409,
+        "idempotency_conflict",
+        f"transaction_id {transaction_id!r} was already used with a different payload",
+        [{"field": "transaction_id", "problem": "already used with another payload"}],
+    )
+
+
+class ScoringService:
+    def __init__(
+        self,
+        scorer: TritonScorer,
+        storage: Storage,
+        idempotency: IdempotencyStore,
+        policy: Policy,
+        *,
+        wait_for_duplicate_s: float,
+    ) -> None:
+        self.scorer = scorer
+        self.storage = storage
+        self.idempotency = idempotency
+        self.policy = policy
+        self._wait_s = wait_for_duplicate_s
+
+    def _versions(self) -> dict[str, str]:
+        return self.scorer.versions_for(
+            self.scorer.ensemble,
+            self.scorer.anomaly_model,
+            self.scorer.classifier_model,
+        )
+
+    async def evaluate(self, requests: list[TransactionRequest]) -> list[ScoreResponse]:
+        """Score transactions in one Triton call and apply the policy to each."""
+        batch = features.encode(r.model_dump() for r in requests)
+        try:
+            anomaly, risk = await self.scorer.score(batch)
+        except ScoringUnavailable as exc:
+            log.warning(
+                "scoring degraded to fail-safe %s: %s", self.policy.failsafe, exc
+            )
+            return [self._failsafe(r) for r in requests]
+
+        processed_at = datetime.now(UTC)
+        versions = self._versions()
+        return [
+            ScoreResponse(
+                transaction_id=r.transaction_id,
+                anomaly_score=float(a),
+                risk_probability=float(p),
+                combined_score=self.policy.combined(float(a), float(p)),
+                decision=self.policy.decide(float(a), float(p)),
+                processed_at=processed_at,
+                model_versions=versions,
+                policy_version=self.policy.version,
+                degraded=False,
+            )
+            for r, a, p in zip(requests, anomaly, risk, strict=True)
+        ]
+
+    def _failsafe(self, request: TransactionRequest) -> ScoreResponse:
+        return ScoreResponse(
+            transaction_id=request.transaction_id,
+            anomaly_score=None,
+            risk_probability=None,
+            combined_score=None,
+            decision=self.policy.failsafe,
+            processed_at=datetime.now(UTC),
+            model_versions=self._versions(),
+            policy_version=self.policy.version,
+            degraded=True,
+        )
+
+    async def record(self, request: TransactionRequest) -> Recorded:
+        """Score and durably store a transaction once, however often it is sent."""
+        digest = request.payload_hash()
+        deadline = time.monotonic() + self._wait_s
+        while True:
+            claim = await self.idempotency.claim(request.transaction_id, digest)
+            if isinstance(claim, Seen):
+                if claim.payload_sha256 != digest:
+                    raise _conflict(request.transaction_id)
+                if claim.response is not None:
+                    return Recorded(claim.response, replayed=True)
+                stored = await self._await_first(request.transaction_id, deadline)
+                if stored is not None:
+                    return self._replay(request, digest, stored)
+                if time.monotonic() >= deadline:
+                    raise ApiError(
+                        409,
+                        "in_progress",
+                        f"transaction_id {request.transaction_id!r} is being "
+                        "processed by another request; retry shortly",
+                        headers={"Retry-After": "1"},
+                    )
+                continue
+            if isinstance(claim, Unavailable):
+                log.warning("idempotency cache unavailable: %s", claim.reason)
+                stored = await self._fetch(request.transaction_id)
+                if stored is not None:
+                    return self._replay(request, digest, stored)
+            return await self._score_and_store(request, digest, claim)
+
+    async def _await_first(
+        self, transaction_id: str, deadline: float
+    ) -> StoredDecision | None:
+        """Wait for the request that holds the claim; its answer, or None."""
+        while time.monotonic() < deadline:
+            await asyncio.sleep(_POLL_S)
+            seen = await self.idempotency.peek(transaction_id)
+            if seen is None:
+                # The claim was released or expired: the first request failed.
+                return None
+            if seen.response is not None:
+                return StoredDecision(seen.payload_sha256, seen.response)
+        return await self._fetch(transaction_id)
+
+    def _replay(
+        self, request: TransactionRequest, digest: str, stored: StoredDecision
+    ) -> Recorded:
+        if stored.payload_sha256 != digest:
+            raise _conflict(request.transaction_id)
+        return Recorded(stored.response, replayed=True)
+
+    async def _fetch(self, transaction_id: str) -> StoredDecision | None:
+        try:
+            return await self.storage.fetch(transaction_id)
+        except StorageUnavailable as exc:
+            raise _storage_unavailable(exc) from exc
+
+    async def _score_and_store(
+        self,
+        request: TransactionRequest,
+        digest: str,
+        claim: Claimed | Unavailable,
+    ) -> Recorded:
+        (response,) = await self.evaluate([request])
+        try:
+            inserted = await self.storage.insert(request, digest, response)
+        except StorageUnavailable as exc:
+            if isinstance(claim, Claimed):
+                await self.idempotency.release(request.transaction_id, digest)
+            raise _storage_unavailable(exc) from exc
+
+        if not inserted:
+            # Someone stored this id first (Redis lost or expired): theirs stands.
+            stored = await self._fetch(request.transaction_id)
+            if stored is None:
+                raise ApiError(500, "internal_error", "stored row vanished")
+            return self._replay(request, digest, stored)
+
+        body = response.model_dump(mode="json")
+        await self.idempotency.complete(request.transaction_id, digest, body)
+        return Recorded(body, replayed=False)
+
+
+def _storage_unavailable(exc: Exception) -> ApiError:
+    log.warning("storage unavailable: %s", exc)
+    return ApiError(
+        503,
+        "storage_unavailable",
+        "the decision could not be stored; nothing was recorded, retry later",
+        headers={"Retry-After": "1"},
+    )
