@@ -73,11 +73,9 @@ class AnomalyScorer(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         error = self.reconstruction_error(features)
         # A sum of clipped ramps: exports to plain ONNX ops, no search needed.
-        ramps = torch.minimum(
-            torch.relu(error - self.knot_x[:-1]), self.segment_width
-        )
-        score = self.knot_y[0] + torch.sum(ramps * self.segment_slope, dim=1, keepdim=True)
-        return torch.clamp(score, 0.0, 1.0)
+        ramps = torch.minimum(torch.relu(error - self.knot_x[:-1]), self.segment_width)
+        rise = torch.sum(ramps * self.segment_slope, dim=1, keepdim=True)
+        return torch.clamp(self.knot_y[0] + rise, 0.0, 1.0)
 
 
 def train_autoencoder(
@@ -120,7 +118,9 @@ def train_autoencoder(
 
 
 @torch.no_grad()
-def score(scorer: AnomalyScorer, features: np.ndarray, errors: bool = False) -> np.ndarray:
+def score(
+    scorer: AnomalyScorer, features: np.ndarray, errors: bool = False
+) -> np.ndarray:
     scorer.eval()
     x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
     out = scorer.reconstruction_error(x) if errors else scorer(x)

@@ -62,7 +62,9 @@ def evaluate(
             "fraud": decision_shares(decisions[fraud]),
             "legitimate": decision_shares(decisions[~fraud]),
             "legit_review_limit": LEGIT_REVIEW_LIMIT,
-            "legit_review_check": "pass" if legit_review <= LEGIT_REVIEW_LIMIT else "fail",
+            "legit_review_check": (
+                "pass" if legit_review <= LEGIT_REVIEW_LIMIT else "fail"
+            ),
         },
     }
 
@@ -151,10 +153,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "| --- | --- | --- | --- |",
     ]
     for who in ("fraud", "legitimate"):
-        s = policy[who]
-        lines.append(
-            f"| {who} | {_pct(s['APPROVE'])} | {_pct(s['FLAG'])} | {_pct(s['REVIEW'])} |"
-        )
+        shares = " | ".join(_pct(policy[who][d]) for d in ("APPROVE", "FLAG", "REVIEW"))
+        lines.append(f"| {who} | {shares} |")
     verdict = policy["legit_review_check"].upper()
     lines += [
         "",

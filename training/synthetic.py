@@ -169,7 +169,9 @@ def generate(
                 _row(
                     tid,
                     customer,
-                    _amount(rng, customer.log_mean + 1.2, round_cents=rng.random() < 0.5),
+                    _amount(
+                        rng, customer.log_mean + 1.2, round_cents=rng.random() < 0.5
+                    ),
                     _daytime_offset(rng, day),
                     category=str(rng.choice(_RARE_CATEGORIES)),
                     fraud=1,
@@ -185,8 +187,11 @@ def generate(
 def write_csv(rows: Sequence[dict[str, str]], path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    raw = gzip.open(path, "wb") if path.suffix == ".gz" else open(path, "wb")
-    with raw, io.TextIOWrapper(raw, encoding="utf-8", newline="") as handle:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with (
+        opener(path, "wb") as raw,
+        io.TextIOWrapper(raw, encoding="utf-8", newline="") as handle,
+    ):
         writer = csv.DictWriter(handle, fieldnames=COLUMNS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
