@@ -224,11 +224,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def replay(args: argparse.Namespace) -> int:
+async def replay(
+    args: argparse.Namespace, transport: httpx.AsyncBaseTransport | None = None
+) -> int:
     headers = parse_headers(args.header)
     limits = httpx.Limits(max_connections=args.concurrency)
     async with httpx.AsyncClient(
-        base_url=args.url, headers=headers, timeout=args.timeout, limits=limits
+        base_url=args.url,
+        headers=headers,
+        timeout=args.timeout,
+        limits=limits,
+        transport=transport,
     ) as client:
         try:
             health = await client.get("/health")
