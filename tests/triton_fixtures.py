@@ -48,7 +48,11 @@ def write_linear_onnx(
             helper.make_node("Sigmoid", ["logit"], [output_name]),
         ],
         "linear",
-        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [batch_dim, width])],
+        [
+            helper.make_tensor_value_info(
+                input_name, TensorProto.FLOAT, [batch_dim, width]
+            )
+        ],
         [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, [batch_dim, 1])],
         initializer=[weights, bias],
     )

@@ -50,9 +50,7 @@ def _parameter_int(config: dict[str, Any], key: str, default: int) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise ValueError(
-            f"model parameter {key}={raw!r} is not an integer"
-        ) from None
+        raise ValueError(f"model parameter {key}={raw!r} is not an integer") from None
     if value < 0:
         raise ValueError(f"model parameter {key}={value} must be >= 0")
     return value
@@ -97,7 +95,7 @@ def _check_tensor(
             continue
         if isinstance(got, int) and got > 0 and want != -1 and got != want:
             raise ModelMismatchError(
-                f"{kind} {name!r}: config dims {expected[1 if batched else 0:]}, "
+                f"{kind} {name!r}: config dims {expected[1 if batched else 0 :]}, "
                 f"ONNX graph shape {graph_shape} (axis {axis}: {got} != {want})"
             )
     return config_dtype
@@ -127,7 +125,9 @@ def validate_graph(
                 f"config input {name!r} is not an ONNX graph input "
                 f"(graph inputs: {sorted(graph_inputs)})"
             )
-        inputs[name] = _check_tensor("input", tensor_config, graph_inputs[name], batched)
+        inputs[name] = _check_tensor(
+            "input", tensor_config, graph_inputs[name], batched
+        )
 
     outputs: dict[str, np.dtype] = {}
     for tensor_config in config.get("output", []):
@@ -166,7 +166,9 @@ class TritonPythonModel:
             raise FileNotFoundError(f"model file {path} does not exist")
 
         options = ort.SessionOptions()
-        threads = {k: _parameter_int(config, k, v) for k, v in _THREAD_PARAMETERS.items()}
+        threads = {
+            k: _parameter_int(config, k, v) for k, v in _THREAD_PARAMETERS.items()
+        }
         options.intra_op_num_threads = threads["intra_op_thread_count"]
         options.inter_op_num_threads = threads["inter_op_thread_count"]
         self.session = ort.InferenceSession(
@@ -207,7 +209,9 @@ class TritonPythonModel:
                 raise ValueError(f"request has no input {name!r}")
             array = tensor.as_numpy()
             if array.dtype != dtype:
-                raise ValueError(f"input {name!r} has dtype {array.dtype}, want {dtype}")
+                raise ValueError(
+                    f"input {name!r} has dtype {array.dtype}, want {dtype}"
+                )
             if self.batched:
                 if rows is not None and array.shape[0] != rows:
                     raise ValueError(
