@@ -77,8 +77,9 @@ NUM_FEATURES = len(FEATURE_NAMES)
 
 _SECONDS_PER_DAY = 86_400.0
 _SECONDS_PER_WEEK = 7 * _SECONDS_PER_DAY
-# 1970-01-01 was a Thursday; shifting by three days puts Monday 00:00 at 0.
-_MONDAY_SHIFT = 3 * _SECONDS_PER_DAY
+# 1970-01-01 was a Thursday; shifting by three days puts Sunday 00:00 UTC at
+# phase zero of the week.
+_SUNDAY_SHIFT = 3 * _SECONDS_PER_DAY
 
 
 def normalise_country(value: str) -> str:
@@ -134,7 +135,7 @@ def encode_columns(
     week_phase = (
         2.0
         * math.pi
-        * ((epoch - _MONDAY_SHIFT) % _SECONDS_PER_WEEK)
+        * ((epoch - _SUNDAY_SHIFT) % _SECONDS_PER_WEEK)
         / _SECONDS_PER_WEEK
     )
     out[:, 4] = np.sin(week_phase)
