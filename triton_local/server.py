@@ -222,7 +222,13 @@ def running(run_dir: Path) -> TritonHandle | None:
     pid = _read_pid(run_dir)
     if pid is None or not is_tritonserver(pid):
         return None
-    state = json.loads((run_dir / STATE_FILE).read_text())
+    try:
+        state = json.loads((run_dir / STATE_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        raise TritonStartError(
+            f"tritonserver pid {pid} from {run_dir / PID_FILE} is running but "
+            f"{run_dir / STATE_FILE} is missing or broken; stop it by its pid"
+        ) from None
     options = LaunchOptions(
         repository=Path(state["repository"]),
         run_dir=run_dir,
