@@ -33,6 +33,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/app \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
+    HOST=0.0.0.0 \
     PORT=8080
 
 RUN groupadd --system --gid 10001 app \
@@ -53,7 +54,26 @@ USER 10001:10001
 
 EXPOSE 8080
 
+# Liveness, not readiness: /health answers 503 while Triton or PostgreSQL is
+# down, and the gateway then degrades on purpose (fail-safe REVIEW, 503 on
+# writes). A restart would not bring them back, so 503 counts as alive here;
+# only a process that does not answer, or answers otherwise, is unhealthy.
+COPY --chmod=755 <<'EOF' /usr/local/bin/gateway-healthcheck
+#!/opt/venv/bin/python
+import os
+import sys
+import urllib.error
+import urllib.request
+
+url = f"http://127.0.0.1:{os.environ.get('PORT', '8080')}/health"
+try:
+    urllib.request.urlopen(url, timeout=2)
+except urllib.error.HTTPError as exc:
+    sys.exit(0 if exc.code == 503 else 1)
+except OSError:
+    sys.exit(1)
+EOF
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('PORT', '8080'), timeout=2)"]
+    CMD ["/usr/local/bin/gateway-healthcheck"]
 
 CMD ["python", "-m", "gateway"]

@@ -174,6 +174,12 @@ def format_summary(summary: Summary, concurrency: int) -> str:
         + f"; degraded {summary.degraded}",
     ]
 
+    if summary.degraded:
+        lines.append(
+            f"warning: {summary.degraded} answers are degraded: the fail-safe "
+            "decided, not the models (is Triton up?)"
+        )
+
     if summary.errors:
         lines.append("errors:")
         for key, group in sorted(summary.errors.items()):

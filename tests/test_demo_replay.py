@@ -140,6 +140,12 @@ def test_report_shows_latency_throughput_errors_and_the_label_table() -> None:
     assert fraud_row.split() == ["fraud", "0", "0", "1", "1"]
 
 
+def test_report_warns_when_answers_are_degraded() -> None:
+    summary = summarise([outcome("REVIEW", degraded=True), outcome("APPROVE")])
+
+    assert "warning: 1 answers are degraded" in format_summary(summary, 1)
+
+
 def test_report_without_labels_says_so() -> None:
     summary = summarise([outcome("APPROVE", label=None)], elapsed_s=1.0)
 
@@ -147,6 +153,7 @@ def test_report_without_labels_says_so() -> None:
 
     assert "fraud recall (FLAG+REVIEW): n/a (none)" in report
     assert "errors: none" in report
+    assert "warning" not in report
 
 
 # --- small helpers of the client ----------------------------------------------
