@@ -12,14 +12,12 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import ORJSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import features
 from gateway.config import Settings, get_settings
-from gateway.errors import ApiError, install_error_handlers
+from gateway.errors import ApiError, install_error_handlers, json_response
 from gateway.idempotency import IdempotencyStore
 from gateway.limits import BodySizeLimit
 from gateway.policy import load_policy
@@ -42,19 +40,6 @@ access_log = logging.getLogger("gateway.access")
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 409, 413, 422, 503)
 }
-
-
-def _json(
-    body: Any, status: int = 200, headers: dict[str, str] | None = None
-) -> Response:
-    # Sorted keys make a replayed answer byte-identical to the first one,
-    # whichever store it came back from.
-    return Response(
-        orjson.dumps(body, option=orjson.OPT_SORT_KEYS),
-        status_code=status,
-        media_type="application/json",
-        headers=headers,
-    )
 
 
 class AccessLog:
@@ -168,7 +153,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Scores payment transactions with two models served by Triton "
         "and decides APPROVE, FLAG or REVIEW.",
         lifespan=lifespan,
-        default_response_class=ORJSONResponse,
     )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
@@ -210,7 +194,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             status = "degraded"
         else:
             status = "unavailable"
-        return _json(
+        return json_response(
             {"status": status, "checks": checks}, status=200 if essential else 503
         )
 
@@ -224,7 +208,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """Answers only once the decision is committed; a retry replays it."""
         recorded = await service(request).record(body)
         headers = {"Idempotent-Replay": "true"} if recorded.replayed else None
-        return _json(recorded.body, headers=headers)
+        return json_response(recorded.body, headers=headers)
 
     @app.post(
         "/risk/analyze",
@@ -234,7 +218,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     async def analyze(body: TransactionRequest, request: Request) -> Response:
         (result,) = await service(request).evaluate([body])
-        return _json(result.model_dump(mode="json"))
+        return json_response(result.model_dump(mode="json"))
 
     @app.post(
         "/risk/batch",
@@ -268,7 +252,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 )
             seen[txn.transaction_id] = i
         results = await service(request).evaluate(body.transactions)
-        return _json({"results": [r.model_dump(mode="json") for r in results]})
+        return json_response({"results": [r.model_dump(mode="json") for r in results]})
 
     async def _single(
         request: Request, body: TransactionRequest, model: str
@@ -304,7 +288,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def anomaly_score(body: TransactionRequest, request: Request) -> Response:
         out = await _single(request, body, service(request).scorer.anomaly_model)
         out["anomaly_score"] = out.pop("value")
-        return _json(out)
+        return json_response(out)
 
     @app.post(
         "/risk/classify",
@@ -315,7 +299,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def classify(body: TransactionRequest, request: Request) -> Response:
         out = await _single(request, body, service(request).scorer.classifier_model)
         out["risk_probability"] = out.pop("value")
-        return _json(out)
+        return json_response(out)
 
     @app.get(
         "/model/info", summary="Live model versions and feature schemas, from Triton"
@@ -323,7 +307,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def model_info(request: Request) -> Response:
         svc = service(request)
         await svc.scorer.refresh()
-        return _json(
+        return json_response(
             {
                 "feature_schema": features.SCHEMA_ID,
                 "feature_names": list(features.FEATURE_NAMES),

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 
@@ -25,6 +26,19 @@ class ApiError(Exception):
         self.message = message
         self.details = details or []
         self.headers = headers
+
+
+def json_response(
+    body: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    # Sorted keys make a replayed answer byte-identical to the first one,
+    # whichever store it came back from.
+    return Response(
+        orjson.dumps(body, option=orjson.OPT_SORT_KEYS),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
 
 
 def error_body(
@@ -46,41 +60,37 @@ def _problem(err: dict[str, Any]) -> str:
 
 async def _validation_handler(
     request: Request, exc: RequestValidationError
-) -> ORJSONResponse:
+) -> Response:
     errors = exc.errors()
     if any(e.get("type") == "json_invalid" for e in errors):
-        return ORJSONResponse(
-            error_body("malformed_json", "the request body is not valid JSON"),
-            status_code=400,
+        return json_response(
+            error_body("malformed_json", "the request body is not valid JSON"), 400
         )
     details = [
         {"field": _field_name(e.get("loc", ())), "problem": _problem(e)} for e in errors
     ]
     fields = ", ".join(sorted({d["field"] or "body" for d in details}))
-    return ORJSONResponse(
-        error_body("validation_error", f"invalid request: {fields}", details),
-        status_code=422,
+    return json_response(
+        error_body("validation_error", f"invalid request: {fields}", details), 422
     )
 
 
-async def _api_error_handler(request: Request, exc: ApiError) -> ORJSONResponse:
-    return ORJSONResponse(
-        error_body(exc.code, exc.message, exc.details),
-        status_code=exc.status,
-        headers=exc.headers,
+async def _api_error_handler(request: Request, exc: ApiError) -> Response:
+    return json_response(
+        error_body(exc.code, exc.message, exc.details), exc.status, exc.headers
     )
 
 
 async def _http_error_handler(
     request: Request, exc: StarletteHTTPException
-) -> ORJSONResponse:
+) -> Response:
     code = {404: "not_found", 405: "method_not_allowed"}.get(
         exc.status_code, "http_error"
     )
-    return ORJSONResponse(
+    return json_response(
         error_body(code, str(exc.detail)),
-        status_code=exc.status_code,
-        headers=getattr(exc, "headers", None),
+        exc.status_code,
+        getattr(exc, "headers", None),
     )
 
 
