@@ -88,7 +88,7 @@ def train_classifier(
 
 
 def logits(model: keras.Model, x: np.ndarray) -> np.ndarray:
-    head = keras.Model(model.inputs, model.get_layer(LOGIT_LAYER).output)
+    head = keras.Model(model.input, model.get_layer(LOGIT_LAYER).output)
     return np.asarray(head.predict(x, batch_size=4096, verbose=0)).ravel()
 
 
@@ -102,7 +102,7 @@ def calibrated_classifier(model: keras.Model, platt: Platt) -> keras.Model:
     platt_layer.set_weights(
         [np.array([[platt.a]], dtype=np.float32), np.array([platt.b], dtype=np.float32)]
     )
-    return keras.Model(model.inputs, probability, name="risk_classifier")
+    return keras.Model(model.input, probability, name="risk_classifier")
 
 
 def predict(model: keras.Model, x: np.ndarray) -> np.ndarray:

@@ -1,0 +1,131 @@
+"""The model card written next to each published model.onnx."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from export.contract import ModelContract
+
+DESCRIPTIONS = {
+    "anomaly_autoencoder": (
+        "PyTorch autoencoder (26-64-32-16-32-64-26) trained on legitimate "
+        "transactions only. Score: mean squared reconstruction error in "
+        "standardised space, mapped into [0, 1] by a monotone piecewise-linear "
+        "curve through quantiles of legitimate calibration traffic."
+    ),
+    "risk_classifier": (
+        "Keras classifier (standardise, batch norm, 64-ReLU, dropout 0.3, "
+        "32-ReLU, 16-ReLU, 1) trained with balanced class weights; Platt "
+        "scaling on the logit, fitted on the calibration split, turns it into a "
+        "calibrated fraud probability."
+    ),
+}
+
+
+def card(
+    contract: ModelContract,
+    version: int,
+    manifest: dict[str, Any],
+    opset: int,
+    parity: dict[str, float],
+) -> dict[str, Any]:
+    validation = manifest["validation"]
+    calibration: dict[str, Any]
+    if contract.name == "anomaly_autoencoder":
+        calibration = {"anomaly_knots": manifest["calibration"]["anomaly_knots"]}
+    else:
+        calibration = {
+            "platt": manifest["calibration"]["platt"],
+            "ece": validation["risk_classifier_ece"],
+        }
+    data = manifest["data"]
+    return {
+        "model": contract.name,
+        "version": version,
+        "description": DESCRIPTIONS[contract.name],
+        "feature_schema": manifest["feature_schema"],
+        "interface": {
+            "input": f"{contract.input_name} float32 [batch, {contract.num_features}]"
+            " (raw features.encode vector)",
+            "output": f"{contract.output_name} float32 [batch, "
+            f"{contract.output_width}] in [0, 1]",
+            "onnx_opset": opset,
+        },
+        "training": {
+            "run": manifest["run"],
+            "trained_at": manifest["created_at"],
+            "data_source": data["source"],
+            "data_sha256": data["sha256"],
+            "rows": data["rows"],
+            "date_range": [data["start"], data["end"]],
+            "fraud_rate": data["fraud_rate"],
+            "split": data["split"],
+            "seed": manifest["seed"],
+            "epochs": manifest["epochs"][
+                "autoencoder"
+                if contract.name == "anomaly_autoencoder"
+                else "classifier"
+            ],
+        },
+        "calibration": calibration,
+        "validation": {
+            "rows": validation["rows"],
+            "fraud_rows": validation["fraud_rows"],
+            "metrics": validation["metrics"][contract.name],
+            "combined_metrics": validation["metrics"]["combined"],
+            "default_policy": validation["policy"],
+        },
+        "parity_max_abs_diff": parity,
+    }
+
+
+def render(content: dict[str, Any]) -> str:
+    t, v = content["training"], content["validation"]
+    m = v["metrics"]
+    lines = [
+        f"# {content['model']} version {content['version']}",
+        "",
+        content["description"],
+        "",
+        f"- feature schema: `{content['feature_schema']}`",
+        f"- input: {content['interface']['input']}",
+        f"- output: {content['interface']['output']}",
+        f"- ONNX opset {content['interface']['onnx_opset']}",
+        "",
+        "## Training",
+        "",
+        f"- data: `{t['data_source']}` (sha256 `{t['data_sha256'][:16]}...`), "
+        f"{t['rows']} rows from {t['date_range'][0]} to {t['date_range'][1]}, "
+        f"fraud {100 * t['fraud_rate']:.2f}%",
+        f"- split by time: train {t['split']['train']}, calibration "
+        f"{t['split']['calibration']}, validation {t['split']['validation']}",
+        f"- seed {t['seed']}, {t['epochs']} epochs, run `{t['run']}` "
+        f"({t['trained_at']})",
+        "",
+        "## Calibration",
+        "",
+        "```json",
+        json.dumps(content["calibration"], indent=2),
+        "```",
+        "",
+        f"## Validation ({v['rows']} rows, {v['fraud_rows']} fraud)",
+        "",
+        f"- PR-AUC {m['pr_auc']:.4f}, ROC-AUC {m['roc_auc']:.4f}, recall at 1% "
+        f"FPR {100 * m['recall_at_1pct_fpr']:.2f}%",
+        f"- default policy: {v['default_policy']['rule']}",
+        f"- legitimate: {_shares(v['default_policy']['legitimate'])}",
+        f"- fraud: {_shares(v['default_policy']['fraud'])}",
+        "",
+        "## ONNX parity (max |ONNX Runtime - framework| per batch size)",
+        "",
+        ", ".join(
+            f"batch {b}: {d:.2e}" for b, d in content["parity_max_abs_diff"].items()
+        ),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _shares(shares: dict[str, float]) -> str:
+    return ", ".join(f"{d} {100 * s:.2f}%" for d, s in shares.items())
