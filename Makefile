@@ -1,0 +1,73 @@
+# The two commands a new user needs: `make demo` and `make test`.
+# Both create .venv and install what they need on first use.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+# The tritonserver binary and its Python backend, from the nvidia-pytriton
+# wheel; installed without its dependencies beside the venv's packages.
+PYTRITON := nvidia-pytriton==0.7.0
+
+DATA ?= data/samples/afd_coldstart_sample.csv
+TRAIN_DATA ?= ../shared/data/ieee_cis_train.csv.gz
+RUN ?= $(lastword $(sort $(wildcard runs/*)))
+GATEWAY_URL ?= http://127.0.0.1:$(or $(PORT),8080)
+
+.PHONY: help install install-all demo up down status test lint train export clean
+
+help:
+	@echo "make demo    start the stack and replay DATA=$(DATA) through it"
+	@echo "make test    run the whole test suite (unit, export, integration)"
+	@echo "make up / make down / make status"
+	@echo "make train   train both models on TRAIN_DATA=$(TRAIN_DATA)"
+	@echo "make export publish the models of RUN=<runs/dir> as new versions"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade "pip==25.3"
+
+# Serving: gateway, feature contract, local Triton with its onnxruntime backend.
+$(VENV)/.installed-serve: pyproject.toml | $(PY)
+	$(PIP) install --quiet -e '.[triton]'
+	$(PIP) install --quiet --no-deps --upgrade --target $(VENV)/tritonserver $(PYTRITON)
+	touch $@
+
+# Everything: also torch, tensorflow, tf2onnx and the test tools.
+$(VENV)/.installed-all: pyproject.toml $(VENV)/.installed-serve
+	$(PIP) install --quiet -e '.[triton,train,dev]'
+	touch $@
+
+install: $(VENV)/.installed-serve
+install-all: $(VENV)/.installed-all
+
+up: install
+	$(PY) -m stack up
+
+down:
+	@if [ -x $(PY) ]; then $(PY) -m stack down; else echo "nothing to stop"; fi
+
+status: install
+	$(PY) -m stack status
+
+demo: up
+	$(PY) -m demo.replay --url $(GATEWAY_URL) --data $(DATA)
+	@echo
+	@echo "The stack is still running: gateway on $(GATEWAY_URL). Stop it with: make down"
+
+test: install-all
+	$(PY) -m pytest
+
+lint: install-all
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy gateway features
+
+train: install-all
+	$(PY) -m training --data $(TRAIN_DATA) --out runs/$$(date -u +%Y%m%dT%H%M%SZ)
+
+export: install-all
+	@test -n "$(RUN)" || (echo "no training run found: make train first, or RUN=runs/<dir>"; exit 2)
+	$(PY) -m export --run $(RUN) --repository model_repository --publish
+
+clean: down
+	rm -rf .run

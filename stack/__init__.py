@@ -1,0 +1,1 @@
+"""Runs the whole local stack: migrations, the local Triton and the gateway."""
