@@ -123,10 +123,7 @@ def test_migrate_runs_the_gateway_image_once(services: dict[str, Any]) -> None:
     assert migrate["command"] == ["python", "-m", "gateway.migrate"]
     assert migrate["image"] == gateway["image"]
     assert migrate["restart"] == "no"
-    assert (
-        migrate["environment"]["DATABASE_URL"]
-        == (gateway["environment"]["DATABASE_URL"])
-    )
+    assert migrate["environment"].items() <= gateway["environment"].items()
 
 
 def test_gateway_gets_every_connection_setting(services: dict[str, Any]) -> None:
@@ -149,6 +146,45 @@ def test_gateway_reads_the_environment_names_compose_sets(
 
     for name in services["gateway"]["environment"]:
         assert name.lower() in source, f"gateway does not read {name}"
+
+
+_VARIABLE = re.compile(r"\$\{(\w+)(?::([-?])([^}]*))?\}")
+
+
+def interpolate(value: str, env: dict[str, str]) -> str:
+    """Compose's ${VAR}, ${VAR:-default} and ${VAR:?error} substitution."""
+
+    def substitute(match: re.Match[str]) -> str:
+        name, kind, rest = match.groups()
+        if env.get(name):
+            return env[name]
+        if kind == "?":
+            raise KeyError(f"{name}: {rest}")
+        return rest if kind == "-" else ""
+
+    return _VARIABLE.sub(substitute, value)
+
+
+@pytest.mark.parametrize("name", ("migrate", "gateway"))
+def test_gateway_settings_accept_the_compose_environment_in_production(
+    services: dict[str, Any], name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = pytest.importorskip("gateway.config")
+    host_env = {"POSTGRES_PASSWORD": "s3cret"}
+    for key, value in services[name]["environment"].items():
+        monkeypatch.setenv(key, interpolate(str(value), host_env))
+
+    settings = config.Settings()
+
+    assert settings.environment == "production"
+    assert settings.database_url == "postgresql://risk:s3cret@postgres:5432/risk"
+
+
+def test_compose_refuses_to_start_without_a_postgres_password(
+    services: dict[str, Any],
+) -> None:
+    with pytest.raises(KeyError, match="POSTGRES_PASSWORD"):
+        interpolate(services["postgres"]["environment"]["POSTGRES_PASSWORD"], {})
 
 
 def test_postgres_password_has_no_default(services: dict[str, Any]) -> None:
