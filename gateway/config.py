@@ -22,32 +22,32 @@ class Settings(BaseSettings):
 
     environment: Literal["development", "production"] = "development"
     host: str = "127.0.0.1"
-    port: int = Field(8080, ge=1, le=65535)
+    port: int = Field(default=8080, ge=1, le=65535)
     log_level: str = "INFO"
 
     database_url: str = DEV_DATABASE_URL
-    db_pool_min_size: int = Field(1, ge=0)
-    db_pool_max_size: int = Field(10, ge=1)
-    db_acquire_timeout_ms: int = Field(500, ge=1)
-    db_statement_timeout_ms: int = Field(1000, ge=1)
+    db_pool_min_size: int = Field(default=1, ge=0)
+    db_pool_max_size: int = Field(default=10, ge=1)
+    db_acquire_timeout_ms: int = Field(default=500, ge=1)
+    db_statement_timeout_ms: int = Field(default=1000, ge=1)
 
     redis_url: str = DEV_REDIS_URL
-    redis_timeout_ms: int = Field(100, ge=1)
-    idempotency_ttl_s: int = Field(86_400, ge=1)
+    redis_timeout_ms: int = Field(default=100, ge=1)
+    idempotency_ttl_s: int = Field(default=86_400, ge=1)
     # How long a duplicate waits for the first request of the same id to finish
     # before it is told 409 "in progress".
-    idempotency_wait_ms: int = Field(2_000, ge=0)
+    idempotency_wait_ms: int = Field(default=2_000, ge=0)
 
     triton_url: str = "127.0.0.1:8001"
-    triton_timeout_ms: int = Field(250, ge=1)
+    triton_timeout_ms: int = Field(default=250, ge=1)
     triton_ensemble: str = "risk_ensemble"
     triton_anomaly_model: str = "anomaly_autoencoder"
     triton_classifier_model: str = "risk_classifier"
-    model_refresh_s: float = Field(5.0, gt=0)
+    model_refresh_s: float = Field(default=5.0, gt=0)
 
     policy_path: Path = PROJECT_ROOT / "config" / "policy.toml"
-    max_body_bytes: int = Field(65_536, ge=1024)
-    max_batch_size: int = Field(256, ge=1, le=1024)
+    max_body_bytes: int = Field(default=65_536, ge=1024)
+    max_batch_size: int = Field(default=256, ge=1, le=1024)
 
     @model_validator(mode="after")
     def _refuse_development_defaults_in_production(self) -> Settings:
