@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Any
 
 import numpy as np
@@ -179,7 +180,8 @@ class TritonPythonModel:
 
         pb_utils.Logger.log_info(
             f"onnxruntime backend: loaded {path} for model {self.model_name!r} "
-            f"(onnxruntime {ort.__version__}, numpy {np.__version__}, {threads})"
+            f"(onnxruntime {ort.__version__}, numpy {np.__version__} "
+            f"from {sys.prefix}, {threads})"
         )
 
     def execute(self, requests: list[Any]) -> list[Any]:
