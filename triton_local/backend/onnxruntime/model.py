@@ -177,6 +177,9 @@ class TritonPythonModel:
         )
         self.input_dtypes, self.output_dtypes = validate_graph(config, self.session)
         self.output_names = list(self.output_dtypes)
+        self.input_dims = {
+            t["name"]: [int(d) for d in t.get("dims", [])] for t in config["input"]
+        }
 
         pb_utils.Logger.log_info(
             f"onnxruntime backend: loaded {path} for model {self.model_name!r} "
@@ -194,12 +197,16 @@ class TritonPythonModel:
             except Exception as exc:
                 responses[index] = _error_response(exc)
 
-        if feeds:
+        try:
             if self.batched and len(feeds) > 1:
                 self._run_merged(feeds, responses)
             else:
                 for index, feed in feeds:
                     responses[index] = self._run_one(feed)
+        except Exception as exc:
+            for index, response in enumerate(responses):
+                if response is None:
+                    responses[index] = _error_response(exc)
         return responses
 
     def _read_inputs(self, request: Any) -> dict[str, np.ndarray]:
@@ -210,6 +217,12 @@ class TritonPythonModel:
             if tensor is None:
                 raise ValueError(f"request has no input {name!r}")
             array = tensor.as_numpy()
+            want = self.input_dims[name]
+            got = array.shape[1:] if self.batched else array.shape
+            if len(got) != len(want) or any(
+                w not in (-1, g) for w, g in zip(want, got, strict=False)
+            ):
+                raise ValueError(f"input {name!r} has shape {array.shape}, want {want}")
             if array.dtype != dtype:
                 raise ValueError(
                     f"input {name!r} has dtype {array.dtype}, want {dtype}"
@@ -228,11 +241,11 @@ class TritonPythonModel:
         feeds: list[tuple[int, dict[str, np.ndarray]]],
         responses: list[Any],
     ) -> None:
-        merged = {
-            name: np.concatenate([feed[name] for _, feed in feeds])
-            for name in self.input_dtypes
-        }
         try:
+            merged = {
+                name: np.concatenate([feed[name] for _, feed in feeds])
+                for name in self.input_dtypes
+            }
             results = self.session.run(self.output_names, merged)
         except Exception:
             # Retry one by one so that only the requests at fault get an error.
