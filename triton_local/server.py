@@ -65,12 +65,27 @@ class LaunchOptions:
         return self.log_path or self.run_dir / "tritonserver.log"
 
 
-def tail(path: Path, lines: int = 40) -> str:
+def read_log(path: Path, offset: int = 0) -> list[str]:
     try:
-        text = path.read_text(errors="replace")
+        with path.open("rb") as log:
+            log.seek(offset)
+            return log.read().decode(errors="replace").splitlines()
     except FileNotFoundError:
-        return f"(no log at {path})"
-    return "\n".join(text.splitlines()[-lines:])
+        return [f"(no log at {path})"]
+
+
+def tail(path: Path, lines: int = 40, offset: int = 0) -> str:
+    return "\n".join(read_log(path, offset)[-lines:])
+
+
+def log_errors(path: Path, limit: int = 20, offset: int = 0) -> str:
+    """Triton's error lines (severity E), without the harmless CUDA ones."""
+    errors = [
+        line
+        for line in read_log(path, offset)
+        if line[:1] == "E" and line[1:5].isdigit() and "CUDA" not in line.upper()
+    ]
+    return "\n".join(errors[-limit:])
 
 
 def http_ok(url: str, timeout: float = 2.0) -> bool:
@@ -117,6 +132,7 @@ class TritonHandle:
     pid: int
     options: LaunchOptions
     process: subprocess.Popen[bytes] | None = None
+    log_offset: int = 0  # where this run's lines start in an appended log
 
     @property
     def ports(self) -> Ports:
@@ -144,7 +160,12 @@ class TritonHandle:
         return is_tritonserver(self.pid)
 
     def log_tail(self, lines: int = 40) -> str:
-        return tail(self.log_path, lines)
+        return tail(self.log_path, lines, self.log_offset)
+
+    def failure_report(self) -> str:
+        errors = log_errors(self.log_path, offset=self.log_offset)
+        report = f"log {self.log_path}, last lines:\n{self.log_tail(15)}"
+        return f"errors in the log:\n{errors}\n{report}" if errors else report
 
     def model_ready(self, name: str, version: str = "") -> bool:
         suffix = f"/versions/{version}" if version else ""
@@ -157,7 +178,7 @@ class TritonHandle:
             if not self.is_running():
                 raise TritonStartError(
                     f"tritonserver (pid {self.pid}) exited during start-up; "
-                    f"log {self.log_path}:\n{self.log_tail()}"
+                    + self.failure_report()
                 )
             name = pending[0]
             ready = (
@@ -171,8 +192,7 @@ class TritonHandle:
             if time.monotonic() > deadline:
                 what = "the server" if name == "" else f"model {name!r}"
                 raise TritonStartError(
-                    f"{what} not ready after {timeout:.0f} s; "
-                    f"log {self.log_path}:\n{self.log_tail()}"
+                    f"{what} not ready after {timeout:.0f} s; " + self.failure_report()
                 )
             time.sleep(0.1)
 
@@ -293,6 +313,7 @@ def start_triton(options: LaunchOptions) -> TritonHandle:
 
     options.log_file.parent.mkdir(parents=True, exist_ok=True)
     with options.log_file.open("ab") as log:
+        log_offset = log.tell()
         process = subprocess.Popen(
             command_line(options, backend_dir, install.binary),
             stdin=subprocess.DEVNULL,
@@ -302,7 +323,9 @@ def start_triton(options: LaunchOptions) -> TritonHandle:
             cwd=options.run_dir,
             start_new_session=True,
         )
-    handle = TritonHandle(pid=process.pid, options=options, process=process)
+    handle = TritonHandle(
+        pid=process.pid, options=options, process=process, log_offset=log_offset
+    )
     _write_state(handle)
 
     try:
