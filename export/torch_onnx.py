@@ -22,9 +22,8 @@ def export_torch(
 ) -> onnx.ModelProto:
     """Trace ``module`` as it is (the caller decides eval or train mode)."""
     x = torch.from_numpy(np.ascontiguousarray(example[:2], dtype=np.float32))
-    dynamic_shapes = (
-        {contract.input_name: {0: torch.export.Dim("batch")}} if dynamic_batch else None
-    )
+    # Positional (not keyed by the forward argument's name), so any module works.
+    dynamic_shapes = ({0: torch.export.Dim("batch")},) if dynamic_batch else None
     program = torch.onnx.export(
         module,
         (x,),

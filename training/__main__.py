@@ -22,8 +22,8 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
         "--out", type=Path, default=Path("runs") / stamp, help="new run directory"
     )
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--ae-epochs", type=int, default=8)
-    parser.add_argument("--clf-epochs", type=int, default=6)
+    parser.add_argument("--ae-epochs", type=int, default=20)
+    parser.add_argument("--clf-epochs", type=int, default=15)
     parser.add_argument(
         "--epochs", type=int, help="set both --ae-epochs and --clf-epochs"
     )

@@ -34,8 +34,8 @@ class TrainConfig:
     data: Path
     out: Path
     seed: int = 42
-    ae_epochs: int = 8
-    clf_epochs: int = 6
+    ae_epochs: int = 20
+    clf_epochs: int = 15
     max_rows: int | None = None
     threads: int = 2
 

@@ -1,0 +1,316 @@
+"""Export to ONNX, the contract and parity checks, and versioned publishing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+import features
+from export import repository
+from export.__main__ import main as export_main
+from export.contract import AUTOENCODER, CLASSIFIER
+from export.errors import ContractError, ParityError, PublishError, SchemaMismatchError
+from export.release import export_classifier, release, verify
+from training import run as layout
+from training import synthetic
+from training.__main__ import main as train_main
+from training.run import RunDir
+
+pytestmark = [
+    pytest.mark.export,
+    pytest.mark.filterwarnings("ignore:.*LeafSpec.*:FutureWarning"),
+]
+
+COMMITTED_REPOSITORY = Path(__file__).resolve().parents[1] / "model_repository"
+MODELS = (AUTOENCODER.name, CLASSIFIER.name)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("export")
+    data = synthetic.write_csv(synthetic.generate(2500, seed=9), root / "syn.csv.gz")
+    out = root / "run"
+    train_main(["--data", str(data), "--out", str(out), "--seed", "1", "--epochs", "2"])
+    return out
+
+
+@pytest.fixture
+def model_repository(tmp_path: Path) -> Path:
+    repo = tmp_path / "model_repository"
+    for name in MODELS:
+        (repo / name).mkdir(parents=True)
+        shutil.copy(COMMITTED_REPOSITORY / name / "config.pbtxt", repo / name)
+    return repo
+
+
+@pytest.fixture(scope="module")
+def sample(run_dir: Path) -> np.ndarray:
+    return np.load(run_dir / layout.PARITY_FEATURES)
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def test_publish_writes_version_n_plus_1_and_never_overwrites(
+    run_dir: Path, model_repository: Path, sample: np.ndarray
+) -> None:
+    first = release(run_dir, model_repository, publish_models=True)
+    v1 = {name: (model_repository / name / "1" / "model.onnx") for name in MODELS}
+    before = {name: path.read_bytes() for name, path in v1.items()}
+    second = release(run_dir, model_repository, publish_models=True)
+
+    for name, contract in (
+        (AUTOENCODER.name, AUTOENCODER),
+        (CLASSIFIER.name, CLASSIFIER),
+    ):
+        model_dir = model_repository / name
+        assert first[name]["published"] == str(model_dir / "1")
+        assert second[name]["published"] == str(model_dir / "2")
+        assert repository.versions(model_dir) == [1, 2]
+        assert v1[name].read_bytes() == before[name]
+        assert not [p for p in model_dir.iterdir() if p.name.startswith(".")]
+
+        card = json.loads((model_dir / "2" / "model_card.json").read_text())
+        assert card["version"] == 2
+        assert card["feature_schema"] == features.SCHEMA_ID
+        assert card["training"]["rows"] == 2500
+        assert card["training"]["seed"] == 1
+        assert "pr_auc" in card["validation"]["metrics"]
+        assert (
+            (model_dir / "2" / "model_card.md")
+            .read_text()
+            .startswith(f"# {name} version 2")
+        )
+
+        session = _session(model_dir / "2" / "model.onnx")
+        assert [i.name for i in session.get_inputs()] == [contract.input_name]
+        assert [o.name for o in session.get_outputs()] == [contract.output_name]
+        for size in (1, 7, 256):
+            rows = np.resize(sample, (size, features.NUM_FEATURES))
+            (out,) = session.run(None, {contract.input_name: rows})
+            assert out.shape == (size, 1) and out.dtype == np.float32
+            assert out.min() >= 0.0 and out.max() <= 1.0
+        assert max(first[name]["parity_max_abs_diff"].values()) <= 1e-5
+
+
+def test_schema_mismatch_is_refused_before_anything_is_written(
+    run_dir: Path, model_repository: Path
+) -> None:
+    config = model_repository / AUTOENCODER.name / "config.pbtxt"
+    config.write_text(config.read_text().replace("txn-basic-v1", "txn-basic-v2"))
+    with pytest.raises(SchemaMismatchError, match="'txn-basic-v2'"):
+        release(run_dir, model_repository, publish_models=True)
+    for name in MODELS:
+        assert repository.versions(model_repository / name) == []
+
+
+def test_missing_config_is_written_from_the_template(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    repo = tmp_path / "fresh"
+    release(run_dir, repo, publish_models=True)
+    for name in MODELS:
+        written = (repo / name / "config.pbtxt").read_text()
+        assert written == (COMMITTED_REPOSITORY / name / "config.pbtxt").read_text()
+        assert repository.versions(repo / name) == [1]
+
+
+def test_failed_publish_leaves_no_version_and_no_staging(tmp_path: Path) -> None:
+    model_dir = tmp_path / AUTOENCODER.name
+    repository.ensure_config(model_dir, AUTOENCODER, features.SCHEMA_ID)
+    (model_dir / "3").mkdir()
+
+    def no_model(version: int) -> dict[str, bytes]:
+        return {"model_card.md": b"card"}
+
+    with pytest.raises(PublishError, match="needs model.onnx"):
+        repository.publish_version(model_dir, no_model)
+
+    def bad_name(version: int) -> dict[str, bytes]:
+        return {"model.onnx": b"x", "../escape": b"x"}
+
+    with pytest.raises(PublishError, match="bad file name"):
+        repository.publish_version(model_dir, bad_name)
+    assert sorted(p.name for p in model_dir.iterdir()) == ["3", "config.pbtxt"]
+
+    target = repository.publish_version(model_dir, lambda v: {"model.onnx": b"x"})
+    assert target == model_dir / "4"
+
+
+def test_publish_needs_a_config(tmp_path: Path) -> None:
+    (tmp_path / "m").mkdir()
+    with pytest.raises(PublishError, match="no config.pbtxt"):
+        repository.publish_version(tmp_path / "m", lambda v: {"model.onnx": b"x"})
+
+
+def test_fixed_batch_export_is_refused(run_dir: Path, sample: np.ndarray) -> None:
+    import torch
+
+    from export.torch_onnx import export_torch
+    from training.autoencoder import load_scorer
+
+    scorer = load_scorer(run_dir / layout.AUTOENCODER)
+    fixed = export_torch(scorer, sample, AUTOENCODER, dynamic_batch=False)
+    assert fixed.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 2
+
+    def reference(rows: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return scorer(torch.from_numpy(rows)).numpy()
+
+    with pytest.raises(ContractError, match="fixed batch dimension"):
+        verify(fixed, AUTOENCODER, reference, sample)
+
+
+def _reshapes_to_a_fixed_batch() -> onnx.ModelProto:
+    """Declares a symbolic batch but reshapes to a batch of four inside."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["features", "axes"], ["mean"], keepdims=1),
+            helper.make_node("Reshape", ["mean", "shape"], ["anomaly_score"]),
+        ],
+        "fixed_inside",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", 26])],
+        [
+            helper.make_tensor_value_info(
+                "anomaly_score", TensorProto.FLOAT, ["batch", 1]
+            )
+        ],
+        [
+            helper.make_tensor("axes", TensorProto.INT64, [1], [1]),
+            helper.make_tensor("shape", TensorProto.INT64, [2], [4, 1]),
+        ],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_fixed_batch_inside_the_graph_is_caught_by_running_batches(
+    sample: np.ndarray,
+) -> None:
+    from export.parity import check_parity
+
+    with pytest.raises(ParityError, match="batch 1 failed to run"):
+        check_parity(
+            _reshapes_to_a_fixed_batch(), AUTOENCODER, lambda r: r[:, :1], sample
+        )
+
+
+@pytest.mark.filterwarnings(
+    "ignore:Exporting a model while it is in training mode:UserWarning"
+)
+def test_torch_exporter_writes_inference_behaviour_even_in_training_mode(
+    sample: np.ndarray,
+) -> None:
+    """torch 2.13's dynamo exporter folds batch norm with its running stats and
+    ONNX Runtime's inference Dropout is the identity, so a module left in
+    training mode still exports its eval behaviour; parity is what proves it.
+    If a torch upgrade changes this, this test and the parity check say so."""
+    import torch
+
+    from export.torch_onnx import export_torch
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(
+        torch.nn.Linear(features.NUM_FEATURES, 8),
+        torch.nn.BatchNorm1d(8),
+        torch.nn.Dropout(0.5),
+        torch.nn.Linear(8, 1),
+        torch.nn.Sigmoid(),
+    )
+    module.train()
+    with torch.no_grad():
+        module(torch.from_numpy(sample) * 3.0)  # running stats != batch stats
+    model = export_torch(module, sample, AUTOENCODER)
+
+    def train_mode(rows: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return module.train()(torch.from_numpy(rows)).numpy()
+
+    def eval_mode(rows: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return module.eval()(torch.from_numpy(rows)).numpy()
+
+    from export.parity import check_parity
+
+    assert max(verify(model, AUTOENCODER, eval_mode, sample).parity.values()) <= 1e-5
+    # Batch norm cannot run one row in training mode, hence no batch of 1.
+    with pytest.raises(ParityError, match="differ"):
+        check_parity(model, AUTOENCODER, train_mode, sample, batch_sizes=(7, 256))
+
+
+def test_keras_batch_norm_in_training_mode_fails_parity(
+    run_dir: Path, sample: np.ndarray, tmp_path: Path
+) -> None:
+    """The trained layers rewired with batch norm called with training=True
+    (batch statistics instead of the learned ones), exported the normal way."""
+    import keras
+
+    from export.keras_onnx import export_savedmodel
+    from training.classifier import load_classifier
+
+    trained = load_classifier(run_dir / layout.CLASSIFIER_KERAS)
+    inputs = keras.Input(shape=(features.NUM_FEATURES,), name="features")
+    x = inputs
+    for layer in trained.layers[1:]:
+        in_training = isinstance(layer, keras.layers.BatchNormalization)
+        x = layer(x, training=True) if in_training else layer(x)
+    keras.Model(inputs, x).export(tmp_path / "savedmodel", verbose=False)
+    model = export_savedmodel(tmp_path / "savedmodel", CLASSIFIER)
+
+    def reference(rows: np.ndarray) -> np.ndarray:
+        return np.asarray(trained(rows, training=False))
+
+    with pytest.raises(ParityError, match="differ"):
+        verify(model, CLASSIFIER, reference, sample)
+
+
+def test_export_path_needs_no_keras_sequential(
+    run_dir: Path, sample: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import keras
+
+    from training.classifier import load_classifier
+
+    assert not isinstance(
+        load_classifier(run_dir / layout.CLASSIFIER_KERAS), keras.Sequential
+    )
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the export path built a keras.Sequential")
+
+    monkeypatch.setattr(keras.Sequential, "__init__", refuse)
+    exported = export_classifier(RunDir(run_dir), sample)
+    assert max(exported.parity.values()) <= 1e-5
+
+
+def test_command_line_exports_without_publishing(
+    run_dir: Path, model_repository: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = export_main(["--run", str(run_dir), "--repository", str(model_repository)])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert set(summary) == set(MODELS)
+    assert all("published" not in s for s in summary.values())
+    assert (run_dir / "onnx" / f"{AUTOENCODER.name}.onnx").is_file()
+    for name in MODELS:
+        assert repository.versions(model_repository / name) == []
+
+
+def test_command_line_reports_a_refusal(
+    run_dir: Path, model_repository: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = model_repository / CLASSIFIER.name / "config.pbtxt"
+    config.write_text(config.read_text().replace("txn-basic-v1", "other-v9"))
+    code = export_main(
+        ["--run", str(run_dir), "--repository", str(model_repository), "--publish"]
+    )
+    assert code == 1
+    assert "refused:" in capsys.readouterr().err

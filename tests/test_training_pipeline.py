@@ -1,0 +1,80 @@
+"""A whole (tiny) training run on synthetic data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import features
+from training import run as layout
+from training import synthetic
+from training.__main__ import main as train_main
+
+pytestmark = [
+    pytest.mark.export,
+    pytest.mark.filterwarnings("ignore:.*LeafSpec.*:FutureWarning"),
+]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("training")
+    data = synthetic.write_csv(synthetic.generate(3000, seed=5), root / "syn.csv")
+    out = root / "run"
+    train_main(["--data", str(data), "--out", str(out), "--seed", "3", "--epochs", "1"])
+    return out
+
+
+def test_run_keeps_models_report_and_parity_features(run_dir: Path) -> None:
+    for name in (
+        layout.AUTOENCODER,
+        layout.CLASSIFIER_KERAS,
+        layout.CLASSIFIER_SAVEDMODEL + "/saved_model.pb",
+        layout.REPORT_JSON,
+        layout.REPORT_MD,
+        layout.PR_CURVE_PNG,
+        layout.MANIFEST,
+    ):
+        assert (run_dir / name).exists(), name
+    sample = np.load(run_dir / layout.PARITY_FEATURES)
+    assert sample.dtype == np.float32
+    assert sample.shape[1] == features.NUM_FEATURES and 0 < len(sample) <= 512
+
+
+def test_report_covers_every_model_and_the_policy(run_dir: Path) -> None:
+    report = json.loads((run_dir / layout.REPORT_JSON).read_text())
+    assert report["feature_schema"] == features.SCHEMA_ID
+    assert report["data"]["rows"] == 3000
+    assert report["data"]["split"]["train"] == 2100
+    validation = report["validation"]
+    for model in ("anomaly_autoencoder", "risk_classifier", "combined"):
+        assert set(validation["metrics"][model]) == {
+            "pr_auc",
+            "roc_auc",
+            "recall_at_1pct_fpr",
+        }
+    assert 0.0 <= validation["risk_classifier_ece"]["calibrated"] <= 1.0
+    for who in ("fraud", "legitimate"):
+        assert sum(validation["policy"][who].values()) == pytest.approx(1.0)
+    markdown = (run_dir / layout.REPORT_MD).read_text()
+    verdict = validation["policy"]["legit_review_check"].upper()
+    assert f"**{verdict}**: legitimate transactions sent to REVIEW" in markdown
+    assert "PR-AUC" in markdown and layout.PR_CURVE_PNG in markdown
+
+
+def test_anomaly_knots_are_monotone_from_zero_to_one(run_dir: Path) -> None:
+    knots = json.loads((run_dir / layout.MANIFEST).read_text())["calibration"][
+        "anomaly_knots"
+    ]
+    assert knots["y"][0] == 0.0 and knots["y"][-1] == 1.0
+    assert all(b > a for a, b in zip(knots["x"], knots["x"][1:], strict=False))
+    assert knots["y"][knots["quantiles"].index(0.95)] == pytest.approx(0.5)
+    assert knots["y"][knots["quantiles"].index(0.99)] == pytest.approx(0.8)
+
+
+def test_run_directory_is_never_reused(run_dir: Path) -> None:
+    with pytest.raises(FileExistsError):
+        train_main(["--data", "unused.csv", "--out", str(run_dir)])
