@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import io
+import warnings
 
 import numpy as np
 import onnx
@@ -24,19 +24,21 @@ def export_torch(
     x = torch.from_numpy(np.ascontiguousarray(example[:2], dtype=np.float32))
     # Positional (not keyed by the forward argument's name), so any module works.
     dynamic_shapes = ({0: torch.export.Dim("batch")},) if dynamic_batch else None
-    program = torch.onnx.export(
-        module,
-        (x,),
-        dynamo=True,
-        input_names=[contract.input_name],
-        output_names=[contract.output_name],
-        dynamic_shapes=dynamic_shapes,
-        opset_version=TORCH_OPSET,
-        external_data=False,
-        verbose=False,
-    )
+    with warnings.catch_warnings():
+        # Raised inside torch's own exporter (its LeafSpec deprecation).
+        warnings.filterwarnings("ignore", ".*LeafSpec", FutureWarning)
+        program = torch.onnx.export(
+            module,
+            (x,),
+            dynamo=True,
+            input_names=[contract.input_name],
+            output_names=[contract.output_name],
+            dynamic_shapes=dynamic_shapes,
+            opset_version=TORCH_OPSET,
+            external_data=False,
+            verbose=False,
+        )
     if program is None:
         raise RuntimeError("torch.onnx.export returned no program")
-    buffer = io.BytesIO()
-    program.save(buffer, external_data=False)
-    return onnx.load_model_from_string(buffer.getvalue())
+    # Weights stay inside the proto: no external-data side file to lose.
+    return program.model_proto

@@ -44,6 +44,13 @@ class AnomalyScorer(nn.Module):
     mapped through a monotone piecewise-linear calibration.
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+    knot_x: torch.Tensor
+    knot_y: torch.Tensor
+    segment_width: torch.Tensor
+    segment_slope: torch.Tensor
+
     def __init__(self, autoencoder: Autoencoder, num_features: int, num_knots: int):
         super().__init__()
         self.autoencoder = autoencoder
