@@ -6,7 +6,7 @@ import asyncio
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +14,16 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import tritonclient.grpc.aio as grpcclient
-from triton_fixtures import FEATURE_WIDTH, STAND_INS, write_linear_onnx
+from triton_fixtures import (
+    FEATURE_WIDTH,
+    STAND_INS,
+    build_test_repository,
+    free_ports,
+    write_linear_onnx,
+)
 from tritonclient.utils import InferenceServerException
 
-from triton_local.server import TritonHandle
+from triton_local.server import LaunchOptions, TritonHandle, start_triton
 
 pytestmark = pytest.mark.integration
 
@@ -32,6 +38,36 @@ CHANNEL_ARGS = [
 async def client(triton_server: TritonHandle) -> AsyncIterator[Any]:
     client = grpcclient.InferenceServerClient(
         triton_server.grpc_url, channel_args=CHANNEL_ARGS
+    )
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@pytest.fixture(scope="module")
+def scratch_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonHandle]:
+    """A second private Triton for tests that add broken models.
+
+    Triton 2.51 in poll mode retries a failed load on every poll, and its
+    server readiness stays false even after the model is removed, so these
+    tests keep away from the shared `triton_server`.
+    """
+    root = tmp_path_factory.mktemp("triton-scratch")
+    options = LaunchOptions(
+        repository=build_test_repository(root / "repository"),
+        run_dir=root / "run",
+        ports=free_ports(),
+        poll_secs=1,
+    )
+    with start_triton(options) as handle:
+        yield handle
+
+
+@pytest.fixture(scope="module")
+async def scratch(scratch_server: TritonHandle) -> AsyncIterator[Any]:
+    client = grpcclient.InferenceServerClient(
+        scratch_server.grpc_url, channel_args=CHANNEL_ARGS
     )
     try:
         yield client
@@ -183,33 +219,40 @@ def _copy_classifier_config(repository: Path, name: str, target: Path) -> None:
     ],
 )
 async def test_model_not_matching_its_config_fails_to_load(
-    client: Any,
-    triton_repository: Path,
+    scratch: Any,
+    scratch_server: TritonHandle,
     case: str,
     onnx_kwargs: dict[str, Any],
     reason_part: str,
 ) -> None:
+    repository = scratch_server.options.repository
     name = f"mismatched_{case}"
-    staged = triton_repository.parent / f"staging-{name}"
-    _copy_classifier_config(triton_repository, name, staged)
+    staged = repository.parent / f"staging-{name}"
+    _copy_classifier_config(repository, name, staged)
     kwargs = {"output_name": "risk_probability", "seed": 3, **onnx_kwargs}
     write_linear_onnx(staged / "1" / "model.onnx", **kwargs)
 
-    publish(staged, triton_repository / name)
+    publish(staged, repository / name)
+    try:
+        entry = await wait_for_state(scratch, name, "1", {"UNAVAILABLE", "READY"})
+        model_ready = await scratch.is_model_ready(name)
+    finally:
+        shutil.rmtree(repository / name)
 
-    entry = await wait_for_state(client, name, "1", {"UNAVAILABLE", "READY"})
     assert entry["state"] == "UNAVAILABLE"
     assert reason_part in entry["reason"]
-    assert not await client.is_model_ready(name)
+    assert not model_ready
 
 
 async def test_poll_mode_serves_new_version_and_keeps_it_when_next_is_bad(
-    client: Any, triton_repository: Path
+    scratch: Any, scratch_server: TritonHandle
 ) -> None:
+    client = scratch
+    repository = scratch_server.options.repository
     name = "versioned_classifier"
-    model_dir = triton_repository / name
-    staged = triton_repository.parent / f"staging-{name}"
-    _copy_classifier_config(triton_repository, name, staged)
+    model_dir = repository / name
+    staged = repository.parent / f"staging-{name}"
+    _copy_classifier_config(repository, name, staged)
     write_linear_onnx(staged / "1" / "model.onnx", "risk_probability", seed=21)
     publish(staged, model_dir)
     await wait_for_state(client, name, "1", {"READY"})
@@ -222,8 +265,13 @@ async def test_poll_mode_serves_new_version_and_keeps_it_when_next_is_bad(
 
     write_linear_onnx(staged / "model.onnx", "risk_probability", seed=23, width=27)
     publish(staged, model_dir / "3")
-    failed = await wait_for_state(client, name, "3", {"UNAVAILABLE", "READY"})
-    served_after_bad = await infer(client, name, rows, ["risk_probability"])
+    try:
+        failed = await wait_for_state(client, name, "3", {"UNAVAILABLE", "READY"})
+        served_after_bad = await infer(client, name, rows, ["risk_probability"])
+        with pytest.raises(InferenceServerException):
+            await infer(client, name, rows, ["risk_probability"], version="3")
+    finally:
+        shutil.rmtree(model_dir / "3")
 
     expected_v2 = local_scores(model_dir / "2" / "model.onnx", rows)
     np.testing.assert_allclose(served_v2["risk_probability"], expected_v2, rtol=1e-6)
@@ -231,6 +279,3 @@ async def test_poll_mode_serves_new_version_and_keeps_it_when_next_is_bad(
     np.testing.assert_allclose(
         served_after_bad["risk_probability"], expected_v2, rtol=1e-6
     )
-    with pytest.raises(InferenceServerException):
-        await infer(client, name, rows, ["risk_probability"], version="3")
-    shutil.rmtree(model_dir / "3")
