@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from training.autoencoder import ERROR_KINDS
 from training.pipeline import TrainConfig
 
 
@@ -28,6 +29,26 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     )
     parser.add_argument("--max-rows", type=int, help="read only the first N rows")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--unseen-rate",
+        type=float,
+        default=0.05,
+        help="per field, share of training rows whose value is moved to OTHER",
+    )
+    parser.add_argument(
+        "--ae-error",
+        choices=ERROR_KINDS,
+        default="blockwise",
+        help="autoencoder reconstruction error (mse: version 1's)",
+    )
+    parser.add_argument(
+        "--extra-eval",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="CSV",
+        help="also report the default policy on this labelled file (repeatable)",
+    )
     args = parser.parse_args(argv)
     if args.epochs is not None:
         args.ae_epochs = args.clf_epochs = args.epochs
@@ -39,6 +60,9 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
         clf_epochs=args.clf_epochs,
         max_rows=args.max_rows,
         threads=args.threads,
+        unseen_rate=args.unseen_rate,
+        ae_error=args.ae_error,
+        extra_eval=tuple(args.extra_eval),
     )
 
 

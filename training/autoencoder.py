@@ -11,8 +11,52 @@ import torch
 from torch import nn
 
 from training.calibration import PiecewiseLinear
+from training.unseen import augment_unseen, categorical_blocks
 
 HIDDEN: tuple[int, ...] = (64, 32, 16)
+ERROR_KINDS: tuple[str, ...] = ("blockwise", "mse")
+# A numeric feature's squared standardised error counts at most this much (a
+# 4-sigma miss), so one wild value cannot outweigh the rest of the row.
+NUMERIC_TERM_CAP = 16.0
+# Half the squared distance between two one-hot vectors is at most 1.
+BLOCK_TERM_CAP = 1.0
+_NO_CAP = 3.0e38
+
+
+def error_terms(
+    std: np.ndarray, kind: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(feature weight, feature-to-term matrix, term cap) of an error kind.
+
+    ``mse``: one term per feature, the squared error in standardised space
+    (version 1's score). ``blockwise``: one term per numeric feature, the same
+    squared standardised error capped at NUMERIC_TERM_CAP, and one term per
+    categorical field, half the squared error of the block's reconstruction in
+    raw one-hot space (in [0, 1]), so a rare or unseen value costs at most one
+    term instead of 1/std^2 per column.
+    """
+    n = std.shape[0]
+    if kind == "mse":
+        return (
+            np.ones(n, np.float32),
+            np.eye(n, dtype=np.float32),
+            np.full(n, _NO_CAP, np.float32),
+        )
+    if kind != "blockwise":
+        raise ValueError(f"unknown reconstruction error {kind!r}; use {ERROR_KINDS}")
+    blocks = categorical_blocks()
+    numeric = blocks[0].start
+    weight = np.ones(n, np.float32)
+    matrix = np.zeros((n, numeric + len(blocks)), np.float32)
+    matrix[np.arange(numeric), np.arange(numeric)] = 1.0
+    for t, block in enumerate(blocks, start=numeric):
+        cols = slice(block.start, block.stop)
+        weight[cols] = 0.5 * std[cols].astype(np.float32) ** 2
+        matrix[cols, t] = 1.0
+    cap = np.array(
+        [NUMERIC_TERM_CAP] * numeric + [BLOCK_TERM_CAP] * len(blocks), np.float32
+    )
+    return weight, matrix, cap
 
 
 class Autoencoder(nn.Module):
@@ -40,22 +84,36 @@ def _mlp(widths: tuple[int, ...]) -> nn.Sequential:
 class AnomalyScorer(nn.Module):
     """Raw features -> anomaly score in [0, 1], everything learned kept as buffers.
 
-    The score is the mean squared reconstruction error in standardised space,
-    mapped through a monotone piecewise-linear calibration.
+    The score is the mean of the reconstruction error's terms (see
+    ``error_terms``), mapped through a monotone piecewise-linear calibration.
     """
 
     mean: torch.Tensor
     std: torch.Tensor
+    feature_weight: torch.Tensor
+    term_matrix: torch.Tensor
+    term_cap: torch.Tensor
     knot_x: torch.Tensor
     knot_y: torch.Tensor
     segment_width: torch.Tensor
     segment_slope: torch.Tensor
 
-    def __init__(self, autoencoder: Autoencoder, num_features: int, num_knots: int):
+    def __init__(
+        self,
+        autoencoder: Autoencoder,
+        num_features: int,
+        num_knots: int,
+        error: str = "mse",
+    ):
         super().__init__()
         self.autoencoder = autoencoder
+        self.error = error
         self.register_buffer("mean", torch.zeros(num_features))
         self.register_buffer("std", torch.ones(num_features))
+        weight, matrix, cap = error_terms(np.ones(num_features, np.float32), error)
+        self.register_buffer("feature_weight", torch.from_numpy(weight))
+        self.register_buffer("term_matrix", torch.from_numpy(matrix))
+        self.register_buffer("term_cap", torch.from_numpy(cap))
         self.register_buffer("knot_x", torch.linspace(0.0, 1.0, num_knots))
         self.register_buffer("knot_y", torch.linspace(0.0, 1.0, num_knots))
         self.register_buffer("segment_width", torch.zeros(num_knots - 1))
@@ -64,6 +122,10 @@ class AnomalyScorer(nn.Module):
     def set_standardisation(self, mean: np.ndarray, std: np.ndarray) -> None:
         self.mean.copy_(torch.from_numpy(mean))
         self.std.copy_(torch.from_numpy(std))
+        weight, matrix, cap = error_terms(std, self.error)
+        self.feature_weight.copy_(torch.from_numpy(weight))
+        self.term_matrix.copy_(torch.from_numpy(matrix))
+        self.term_cap.copy_(torch.from_numpy(cap))
 
     def set_calibration(self, curve: PiecewiseLinear) -> None:
         x = torch.from_numpy(curve.x.astype(np.float32))
@@ -75,7 +137,10 @@ class AnomalyScorer(nn.Module):
 
     def reconstruction_error(self, features: torch.Tensor) -> torch.Tensor:
         z = (features - self.mean) / self.std
-        return torch.mean((self.autoencoder(z) - z) ** 2, dim=1, keepdim=True)
+        terms = term_errors(
+            self.autoencoder(z), z, self.feature_weight, self.term_matrix
+        )
+        return torch.mean(torch.minimum(terms, self.term_cap), dim=1, keepdim=True)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         error = self.reconstruction_error(features)
@@ -85,6 +150,15 @@ class AnomalyScorer(nn.Module):
         return torch.clamp(self.knot_y[0] + rise, 0.0, 1.0)
 
 
+def term_errors(
+    reconstruction: torch.Tensor,
+    z: torch.Tensor,
+    feature_weight: torch.Tensor,
+    term_matrix: torch.Tensor,
+) -> torch.Tensor:
+    return torch.matmul((reconstruction - z) ** 2 * feature_weight, term_matrix)
+
+
 def train_autoencoder(
     legit_features: np.ndarray,
     mean: np.ndarray,
@@ -92,24 +166,33 @@ def train_autoencoder(
     *,
     epochs: int,
     seed: int,
+    error: str = "mse",
+    unseen_rate: float = 0.0,
     batch_size: int = 256,
     learning_rate: float = 1e-3,
 ) -> Autoencoder:
+    """Train on legitimate rows with the loss the score uses (uncapped).
+
+    With ``unseen_rate`` > 0 each epoch sees a fresh unseen-value augmentation.
+    """
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
     model = Autoencoder(legit_features.shape[1])
     optimiser = torch.optim.Adam(model.parameters(), lr=learning_rate)
-    z = torch.from_numpy((legit_features - mean) / std).float()
-    n = z.shape[0]
+    weight, matrix = (torch.from_numpy(a) for a in error_terms(std, error)[:2])
+    n = legit_features.shape[0]
 
     model.train()
     for epoch in range(1, epochs + 1):
         started = time.monotonic()
+        rows = augment_unseen(legit_features, unseen_rate, rng)
+        z = torch.from_numpy((rows - mean) / std).float()
         order = torch.randperm(n, generator=generator)
         total = 0.0
         for start in range(0, n, batch_size):
             batch = z[order[start : start + batch_size]]
-            loss = torch.mean((model(batch) - batch) ** 2)
+            loss = torch.mean(term_errors(model(batch), batch, weight, matrix))
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -140,6 +223,7 @@ def save_scorer(scorer: AnomalyScorer, path: Path) -> None:
             "state_dict": scorer.state_dict(),
             "num_features": int(scorer.mean.shape[0]),
             "num_knots": int(scorer.knot_x.shape[0]),
+            "error": scorer.error,
         },
         path,
     )
@@ -148,6 +232,16 @@ def save_scorer(scorer: AnomalyScorer, path: Path) -> None:
 def load_scorer(path: Path) -> AnomalyScorer:
     payload = torch.load(path, weights_only=True)
     n = payload["num_features"]
-    scorer = AnomalyScorer(Autoencoder(n), n, payload["num_knots"])
-    scorer.load_state_dict(payload["state_dict"])
+    # Runs saved before the error kinds existed scored with plain MSE.
+    error = payload.get("error", "mse")
+    scorer = AnomalyScorer(Autoencoder(n), n, payload["num_knots"], error)
+    state = payload["state_dict"]
+    if "term_matrix" not in state:
+        weight, matrix, cap = error_terms(state["std"].numpy(), error)
+        state |= {
+            "feature_weight": torch.from_numpy(weight),
+            "term_matrix": torch.from_numpy(matrix),
+            "term_cap": torch.from_numpy(cap),
+        }
+    scorer.load_state_dict(state)
     return scorer.eval()

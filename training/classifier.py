@@ -13,6 +13,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from training.calibration import Platt  # noqa: E402
+from training.unseen import augment_unseen  # noqa: E402
 
 LOGIT_LAYER = "logit"
 OUTPUT_NAME = "risk_probability"
@@ -65,25 +66,37 @@ def train_classifier(
     *,
     epochs: int,
     seed: int,
+    unseen_rate: float = 0.0,
     batch_size: int = 512,
     learning_rate: float = 1e-3,
 ) -> keras.Model:
+    """Balanced class weights; a fresh unseen-value augmentation every epoch.
+
+    ``mean``/``std`` should describe the augmented data, so that the OTHER
+    columns count as varying ones (see ``classifier_scaling``).
+    """
     keras.utils.set_random_seed(seed)
-    model = build_classifier(*classifier_scaling(x, mean, std))
+    rng = np.random.default_rng(seed)
+    scaling_rows = augment_unseen(x, unseen_rate, np.random.default_rng(seed))
+    model = build_classifier(*classifier_scaling(scaling_rows, mean, std))
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss="binary_crossentropy",
         metrics=[keras.metrics.AUC(curve="PR", name="pr_auc")],
     )
-    model.fit(
-        x,
-        labels.astype(np.float32).reshape(-1, 1),
-        epochs=epochs,
-        batch_size=batch_size,
-        class_weight=class_weights(labels),
-        shuffle=True,
-        verbose=2,
-    )
+    targets = labels.astype(np.float32).reshape(-1, 1)
+    weights = class_weights(labels)
+    for epoch in range(epochs):
+        model.fit(
+            augment_unseen(x, unseen_rate, rng),
+            targets,
+            initial_epoch=epoch,
+            epochs=epoch + 1,
+            batch_size=batch_size,
+            class_weight=weights,
+            shuffle=True,
+            verbose=2,
+        )
     return model
 
 

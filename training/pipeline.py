@@ -24,7 +24,9 @@ from training.calibration import (
 )
 from training.data import Transactions, read_transactions
 from training.report import evaluate, plot_precision_recall, write_report
+from training.robustness import evaluate_file, unseen_value_probes
 from training.split import Split, time_split
+from training.unseen import augment_unseen
 
 PARITY_ROWS = 512
 
@@ -38,6 +40,9 @@ class TrainConfig:
     clf_epochs: int = 15
     max_rows: int | None = None
     threads: int = 2
+    unseen_rate: float = 0.05
+    ae_error: str = "blockwise"
+    extra_eval: tuple[Path, ...] = ()
 
 
 def _log(message: str) -> None:
@@ -112,19 +117,34 @@ def train(cfg: TrainConfig) -> Path:
 
     legit_train = train_idx[labels[train_idx] == 0]
     legit_cal = cal_idx[labels[cal_idx] == 0]
-    ae_mean, ae_std = standardisation(x[legit_train])
-    _log(f"training the autoencoder on {len(legit_train)} legitimate rows")
+    # Scaling constants describe the augmented data the models train on, so
+    # that OTHER columns are varying ones and not constant zeros.
+    ae_mean, ae_std = standardisation(
+        augment_unseen(x[legit_train], cfg.unseen_rate, rng)
+    )
+    _log(
+        f"training the autoencoder on {len(legit_train)} legitimate rows "
+        f"({cfg.ae_error} error, unseen-value rate {cfg.unseen_rate})"
+    )
     net = ae.train_autoencoder(
-        x[legit_train], ae_mean, ae_std, epochs=cfg.ae_epochs, seed=cfg.seed
+        x[legit_train],
+        ae_mean,
+        ae_std,
+        epochs=cfg.ae_epochs,
+        seed=cfg.seed,
+        error=cfg.ae_error,
+        unseen_rate=cfg.unseen_rate,
     )
     curve_quantiles = [q for q, _ in DEFAULT_ANOMALY_KNOTS]
-    scorer = ae.AnomalyScorer(net, x.shape[1], len(curve_quantiles) + 2)
+    scorer = ae.AnomalyScorer(net, x.shape[1], len(curve_quantiles) + 2, cfg.ae_error)
     scorer.set_standardisation(ae_mean, ae_std)
     curve = fit_quantile_knots(ae.score(scorer, x[legit_cal], errors=True))
     scorer.set_calibration(curve)
     ae.save_scorer(scorer, out / layout.AUTOENCODER)
 
-    clf_mean, clf_std = standardisation(x[train_idx])
+    clf_mean, clf_std = standardisation(
+        augment_unseen(x[train_idx], cfg.unseen_rate, rng)
+    )
     _log(f"training the classifier on {len(train_idx)} labelled rows")
     raw_model = clf.train_classifier(
         x[train_idx],
@@ -133,6 +153,7 @@ def train(cfg: TrainConfig) -> Path:
         clf_std,
         epochs=cfg.clf_epochs,
         seed=cfg.seed,
+        unseen_rate=cfg.unseen_rate,
     )
     platt = fit_platt(clf.logits(raw_model, x[cal_idx]), labels[cal_idx])
     model = clf.calibrated_classifier(raw_model, platt)
@@ -157,6 +178,16 @@ def train(cfg: TrainConfig) -> Path:
         },
         out / layout.PR_CURVE_PNG,
     )
+
+    def scores(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return ae.score(scorer, rows), clf.predict(model, rows)
+
+    _log("probing unseen values on legitimate validation rows")
+    probes = unseen_value_probes(x_val[y_val == 0], scores)
+    extra = []
+    for path in cfg.extra_eval:
+        _log(f"scoring extra file {path}")
+        extra.append(evaluate_file(path, scores))
     elapsed = time.monotonic() - started
     report: dict[str, Any] = {
         "run": out.name,
@@ -165,6 +196,10 @@ def train(cfg: TrainConfig) -> Path:
         "feature_names": list(features.FEATURE_NAMES),
         "seed": cfg.seed,
         "epochs": {"autoencoder": cfg.ae_epochs, "classifier": cfg.clf_epochs},
+        "robustness_method": {
+            "unseen_value_rate": cfg.unseen_rate,
+            "autoencoder_error": cfg.ae_error,
+        },
         "training_seconds": round(elapsed, 1),
         "data": _data_summary(cfg, txns, split),
         "calibration": {
@@ -173,6 +208,8 @@ def train(cfg: TrainConfig) -> Path:
             "platt": {"a": platt.a, "b": platt.b},
         },
         "validation": validation,
+        "unseen_value_probes": probes,
+        "extra_evaluations": extra,
     }
     write_report(report, out)
     layout.RunDir(out).write_manifest(report)
