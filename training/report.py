@@ -132,7 +132,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"{ece['uncalibrated']:.4f} before calibration (class-weighted training)",
         f"- mean risk probability {val['mean_risk_probability']:.4f} against a "
         f"fraud rate of {val['fraud_rate']:.4f}",
-        "- autoencoder: reconstruction error (mean squared, standardised space) "
+        f"- autoencoder: reconstruction error "
+        f"(`{report.get('robustness_method', {}).get('autoencoder_error', 'mse')}`) "
         "mapped through a monotone piecewise-linear curve; knots on legitimate "
         "calibration traffic:",
         "",
@@ -163,7 +164,65 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"(limit {_pct(policy['legit_review_limit'])}).",
         "",
     ]
+    lines += _robustness_lines(report)
     return "\n".join(lines)
+
+
+def _robustness_lines(report: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    method = report.get("robustness_method")
+    if method:
+        lines += [
+            "## Values never seen in training",
+            "",
+            f"- unseen-value augmentation: each training row's value of each "
+            f"categorical field moved to OTHER with probability "
+            f"{method['unseen_value_rate']:g} (fresh every epoch, both models)",
+            f"- autoencoder reconstruction error: `{method['autoencoder_error']}`",
+            "",
+        ]
+    probes = report.get("unseen_value_probes")
+    if probes:
+        lines += [
+            "Legitimate validation rows, as they are and with a field moved to "
+            "its OTHER bucket (or into a combination absent from the data), "
+            "under the default policy:",
+            "",
+            "| legitimate rows | rows | sent to REVIEW | median anomaly | mean risk |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for name, probe in probes.items():
+            lines.append(
+                f"| {name} | {probe['rows']} | {_pct(probe['legit_review'])} "
+                f"| {probe['anomaly_median']:.3f} | {probe['risk_mean']:.4f} |"
+            )
+        lines.append("")
+    for extra in report.get("extra_evaluations", []):
+        counts = extra["counts"]
+        other = ", ".join(f"{f} {_pct(s)}" for f, s in extra["other_share"].items())
+        lines += [
+            f"## Extra evaluation: `{extra['source']}`",
+            "",
+            f"{extra['rows']} rows: {counts['fraud']} fraud, "
+            f"{counts['legitimate']} legitimate, {counts['unlabelled']} unlabelled; "
+            f"values in an OTHER bucket: {other}.",
+            "",
+            "| traffic | APPROVE | FLAG | REVIEW | median anomaly |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for who, shares in extra["policy"].items():
+            cells = " | ".join(_pct(shares[d]) for d in ("APPROVE", "FLAG", "REVIEW"))
+            lines.append(f"| {who} | {cells} | {extra['anomaly_median'][who]:.3f} |")
+        if "metrics" in extra:
+            lines += ["", "| model | PR-AUC | ROC-AUC | recall at 1% FPR |"]
+            lines.append("| --- | --- | --- | --- |")
+            for name, m in extra["metrics"].items():
+                lines.append(
+                    f"| {MODEL_LABELS[name]} | {m['pr_auc']:.4f} | "
+                    f"{m['roc_auc']:.4f} | {_pct(m['recall_at_1pct_fpr'])} |"
+                )
+        lines.append("")
+    return lines
 
 
 def write_report(report: dict[str, Any], directory: Path) -> None:
