@@ -60,7 +60,7 @@ def card(
             "ece": validation["risk_classifier_ece"],
         }
     data = manifest["data"]
-    method = manifest.get("robustness_method")
+    method: dict[str, Any] = manifest.get("robustness_method") or {}
     robust = bool(method) and (
         method["unseen_value_rate"] > 0
         or (
@@ -106,7 +106,7 @@ def card(
             "default_policy": validation["policy"],
         },
         "unseen_values": {
-            "method": method,
+            "method": method or None,
             "legitimate_validation_probes": {
                 name: probe["legit_review"]
                 for name, probe in manifest.get("unseen_value_probes", {}).items()
