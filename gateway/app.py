@@ -20,6 +20,7 @@ from gateway.config import Settings, get_settings
 from gateway.errors import ApiError, install_error_handlers, json_response
 from gateway.idempotency import IdempotencyStore
 from gateway.limits import BodySizeLimit
+from gateway.metrics import install as install_metrics
 from gateway.policy import load_policy
 from gateway.schemas import (
     AnomalyResponse,
@@ -106,6 +107,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_size=settings.db_pool_max_size,
             acquire_timeout_s=settings.db_acquire_timeout_ms / 1000,
             statement_timeout_s=settings.db_statement_timeout_ms / 1000,
+            group_commit_max_rows=settings.db_group_commit_max_rows,
+            group_commit_window_s=settings.db_group_commit_window_ms / 1000,
         )
         await storage.open()
         idempotency = IdempotencyStore(
@@ -157,6 +160,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(AccessLog)
+    install_metrics(app)
 
     def service(request: Request) -> ScoringService:
         return request.app.state.service  # type: ignore[no-any-return]
@@ -324,5 +328,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 },
             }
         )
+
+    if settings.noop_route:
+
+        @app.get("/noop", include_in_schema=False)
+        async def noop() -> Response:
+            """The web stack alone: the floor that benchmarks compare routes with."""
+            return json_response({"ok": True})
 
     return app

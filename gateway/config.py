@@ -49,6 +49,17 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=65_536, ge=1024)
     max_batch_size: int = Field(default=256, ge=1, le=1024)
 
+    # uvicorn worker processes (python -m gateway); one per core that the
+    # gateway may use, the rest being left to Triton, PostgreSQL and Redis.
+    workers: int = Field(default=1, ge=1, le=64)
+    # Group commit: inserts waiting while another is written go together in
+    # one multi-row INSERT (at most this many rows; 1 writes each alone).
+    db_group_commit_max_rows: int = Field(default=64, ge=1, le=1000)
+    # Extra wait before each group is written, to gather more rows (0: none).
+    db_group_commit_window_ms: float = Field(default=0.0, ge=0, le=50)
+    # GET /noop: the web stack alone, as a floor for benchmarks. Off by default.
+    noop_route: bool = False
+
     @model_validator(mode="after")
     def _refuse_development_defaults_in_production(self) -> Settings:
         if self.environment == "production":

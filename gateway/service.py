@@ -12,6 +12,7 @@ from typing import Any
 import features
 from gateway.errors import ApiError
 from gateway.idempotency import Claimed, IdempotencyStore, Seen, Unavailable
+from gateway.metrics import DECISIONS, DEGRADED, stage, validated
 from gateway.policy import Policy
 from gateway.schemas import ScoreResponse, TransactionRequest
 from gateway.storage import Storage, StorageUnavailable, StoredDecision
@@ -62,15 +63,32 @@ class ScoringService:
 
     async def evaluate(self, requests: list[TransactionRequest]) -> list[ScoreResponse]:
         """Score transactions in one Triton call and apply the policy to each."""
-        batch = features.encode(r.model_dump() for r in requests)
+        validated()
+        with stage("features"):
+            batch = features.encode(r.model_dump() for r in requests)
         try:
-            anomaly, risk = await self.scorer.score(batch)
+            with stage("triton"):
+                anomaly, risk = await self.scorer.score(batch)
         except ScoringUnavailable as exc:
             log.warning(
                 "scoring degraded to fail-safe %s: %s", self.policy.failsafe, exc
             )
+            DEGRADED.inc(len(requests))
+            DECISIONS.labels(self.policy.failsafe.value).inc(len(requests))
             return [self._failsafe(r) for r in requests]
 
+        with stage("policy"):
+            responses = self._decide(requests, anomaly, risk)
+        for response in responses:
+            DECISIONS.labels(response.decision.value).inc()
+        return responses
+
+    def _decide(
+        self,
+        requests: list[TransactionRequest],
+        anomaly: Any,
+        risk: Any,
+    ) -> list[ScoreResponse]:
         processed_at = datetime.now(UTC)
         versions = self._versions()
         return [
@@ -103,10 +121,12 @@ class ScoringService:
 
     async def record(self, request: TransactionRequest) -> Recorded:
         """Score and durably store a transaction once, however often it is sent."""
+        validated()
         digest = request.payload_hash()
         deadline = time.monotonic() + self._wait_s
         while True:
-            claim = await self.idempotency.claim(request.transaction_id, digest)
+            with stage("idempotency"):
+                claim = await self.idempotency.claim(request.transaction_id, digest)
             if isinstance(claim, Seen):
                 if claim.payload_sha256 != digest:
                     raise _conflict(request.transaction_id)
@@ -166,7 +186,8 @@ class ScoringService:
     ) -> Recorded:
         (response,) = await self.evaluate([request])
         try:
-            inserted = await self.storage.insert(request, digest, response)
+            with stage("persistence"):
+                inserted = await self.storage.insert(request, digest, response)
         except StorageUnavailable as exc:
             if isinstance(claim, Claimed):
                 await self.idempotency.release(request.transaction_id, digest)
@@ -180,7 +201,8 @@ class ScoringService:
             return self._replay(request, digest, stored)
 
         body = response.model_dump(mode="json")
-        await self.idempotency.complete(request.transaction_id, digest, body)
+        with stage("idempotency"):
+            await self.idempotency.complete(request.transaction_id, digest, body)
         return Recorded(body, replayed=False)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from gateway.metrics import GROUP_COMMIT_ROWS
 from gateway.schemas import ScoreResponse, TransactionRequest
 
 log = logging.getLogger("gateway.storage")
@@ -32,6 +34,23 @@ INSERT INTO transactions (
 ) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
 ON CONFLICT (transaction_id) DO NOTHING
 RETURNING id
+"""
+
+# The group commit's statement: one row per array element, one transaction.
+_INSERT_MANY = """
+INSERT INTO transactions (
+    transaction_id, user_id, payload, payload_sha256, amount, currency,
+    anomaly_score, risk_probability, combined_score, decision,
+    model_versions, policy_version, degraded, response
+)
+SELECT t, u, p::jsonb, h, a, c, s1, s2, s3, d, m::jsonb, v, g, r::jsonb
+FROM unnest(
+    $1::text[], $2::text[], $3::text[], $4::text[], $5::numeric[], $6::text[],
+    $7::float8[], $8::float8[], $9::float8[], $10::text[],
+    $11::text[], $12::text[], $13::bool[], $14::text[]
+) AS rows(t, u, p, h, a, c, s1, s2, s3, d, m, v, g, r)
+ON CONFLICT (transaction_id) DO NOTHING
+RETURNING transaction_id
 """
 
 _SELECT = """
@@ -69,8 +88,16 @@ class Storage:
         max_size: int,
         acquire_timeout_s: float,
         statement_timeout_s: float,
+        group_commit_max_rows: int = 1,
+        group_commit_window_s: float = 0.0,
     ) -> None:
         self._dsn = dsn
+        # Group commit: inserts that arrive while one is being written wait and
+        # go together in the next statement (at most max_rows; 1 turns it off).
+        self._group_max = group_commit_max_rows
+        self._group_window = group_commit_window_s
+        self._pending: list[tuple[tuple[Any, ...], asyncio.Future[bool]]] = []
+        self._writer: asyncio.Task[None] | None = None
         self._min_size = min_size
         self._max_size = max_size
         self._acquire_timeout = acquire_timeout_s
@@ -110,6 +137,8 @@ class Storage:
                 await pool.release(conn)
 
     async def close(self) -> None:
+        if self._writer is not None:
+            await asyncio.wait([self._writer], timeout=self._statement_timeout * 2)
         if self._pool is not None:
             await self._pool.close()
 
@@ -123,33 +152,111 @@ class Storage:
     ) -> bool:
         """Store a decision; False when the transaction_id is already stored.
 
-        Returns only after the row is committed (the statement runs in its
-        own implicit transaction).
+        Returns only after the row is committed, alone or in a group commit.
         """
+        row = (
+            request.transaction_id,
+            request.user_id,
+            request.canonical(),
+            payload_hash,
+            request.amount,
+            request.currency,
+            response.anomaly_score,
+            response.risk_probability,
+            response.combined_score,
+            response.decision.value,
+            response.model_versions,
+            response.policy_version,
+            response.degraded,
+            response.model_dump(mode="json"),
+        )
+        if self._group_max <= 1:
+            return await self._insert_one(row)
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append((row, done))
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_pending())
+        return await done
+
+    async def _insert_one(self, row: tuple[Any, ...]) -> bool:
         pool = self._require_pool()
-        body = response.model_dump(mode="json")
         try:
             async with pool.acquire(timeout=self._acquire_timeout) as conn:
-                row_id = await conn.fetchval(
-                    _INSERT,
-                    request.transaction_id,
-                    request.user_id,
-                    request.canonical(),
-                    payload_hash,
-                    request.amount,
-                    request.currency,
-                    response.anomaly_score,
-                    response.risk_probability,
-                    response.combined_score,
-                    response.decision.value,
-                    response.model_versions,
-                    response.policy_version,
-                    response.degraded,
-                    body,
-                )
+                row_id = await conn.fetchval(_INSERT, *row)
         except _UNAVAILABLE as exc:
             raise StorageUnavailable(str(exc) or type(exc).__name__) from exc
         return row_id is not None
+
+    async def _write_pending(self) -> None:
+        """Write what is pending, a statement at a time, until nothing is left."""
+        try:
+            while self._pending:
+                if self._group_window > 0:
+                    await asyncio.sleep(self._group_window)
+                group = self._pending[: self._group_max]
+                del self._pending[: self._group_max]
+                try:
+                    await self._commit_group(group)
+                except Exception as exc:  # every caller must get an answer
+                    log.exception("group commit failed")
+                    for _, done in group:
+                        _settle(done, exc=StorageUnavailable(str(exc)))
+        finally:
+            # Reached only by cancellation with work left: nobody may hang.
+            for _, done in self._pending:
+                if not done.done():
+                    done.set_exception(StorageUnavailable("storage is closing"))
+            self._pending.clear()
+            self._writer = None
+
+    async def _commit_group(
+        self, group: list[tuple[tuple[Any, ...], asyncio.Future[bool]]]
+    ) -> None:
+        # An id sent twice within one group goes in once; the later caller is
+        # answered False after the commit and reads the stored row, as it would
+        # if it had come a moment later.
+        first: dict[str, tuple[tuple[Any, ...], asyncio.Future[bool]]] = {}
+        repeats = []
+        for row, done in group:
+            if row[0] in first:
+                repeats.append(done)
+            else:
+                first[row[0]] = (row, done)
+        rows = [row for row, _ in first.values()]
+        GROUP_COMMIT_ROWS.observe(len(rows))
+        try:
+            inserted = await self._insert_many(rows)
+        except StorageUnavailable as exc:
+            for _, done in group:
+                _settle(done, exc=exc)
+            return
+        except asyncpg.PostgresError:
+            # A row the database refuses must not fail the others: retry alone.
+            log.warning("group insert refused; writing %d rows one by one", len(rows))
+            for row, done in first.values():
+                try:
+                    _settle(done, await self._insert_one(row))
+                except Exception as exc:  # handed to the caller, not lost
+                    _settle(done, exc=exc)
+            for done in repeats:
+                _settle(done, False)
+            return
+        for transaction_id, (_, done) in first.items():
+            _settle(done, transaction_id in inserted)
+        for done in repeats:
+            _settle(done, False)
+
+    async def _insert_many(self, rows: list[tuple[Any, ...]]) -> set[str]:
+        columns = list(zip(*rows, strict=True))
+        for index in (2, 10, 13):  # JSONB columns travel as JSON text
+            columns[index] = tuple(orjson.dumps(v).decode() for v in columns[index])
+        pool = self._require_pool()
+        try:
+            async with pool.acquire(timeout=self._acquire_timeout) as conn:
+                records = await conn.fetch(_INSERT_MANY, *columns)
+        except _UNAVAILABLE as exc:
+            raise StorageUnavailable(str(exc) or type(exc).__name__) from exc
+        return {record["transaction_id"] for record in records}
 
     async def fetch(self, transaction_id: str) -> StoredDecision | None:
         pool = self._require_pool()
@@ -169,3 +276,14 @@ class Storage:
                 await conn.fetchval("SELECT 1")
         except _UNAVAILABLE as exc:
             raise StorageUnavailable(str(exc) or type(exc).__name__) from exc
+
+
+def _settle(
+    done: asyncio.Future[bool], result: bool = False, exc: BaseException | None = None
+) -> None:
+    if done.done():  # the caller gave up (cancelled); the row may still be stored
+        return
+    if exc is not None:
+        done.set_exception(exc)
+    else:
+        done.set_result(result)

@@ -1,0 +1,150 @@
+"""Prometheus metrics: latency per route, time per stage, decisions, degraded count.
+
+With several uvicorn workers each process keeps its own counters; when
+``PROMETHEUS_MULTIPROC_DIR`` is set (``python -m gateway`` sets it for
+``WORKERS`` > 1) they are written to files there and ``/metrics`` sums them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+from fastapi import FastAPI, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+STAGES = ("validation", "idempotency", "features", "triton", "policy", "persistence")
+
+# Seconds: from 100 us (a stage) up to the request deadline.
+_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+)
+
+REQUEST_SECONDS = Histogram(
+    "gateway_request_duration_seconds",
+    "Time from a request reaching the gateway to its answer being sent.",
+    ["route", "method", "status"],
+    buckets=_BUCKETS,
+)
+STAGE_SECONDS = Histogram(
+    "gateway_stage_duration_seconds",
+    "Time spent in each stage of scoring a transaction. validation: from the "
+    "request reaching the gateway to the route's code (authentication, body, "
+    "JSON, pydantic).",
+    ["stage"],
+    buckets=_BUCKETS,
+)
+DECISIONS = Counter(
+    "gateway_decisions_total", "Decisions made, by outcome.", ["decision"]
+)
+DEGRADED = Counter(
+    "gateway_degraded_total", "Decisions that fell back to the fail-safe."
+)
+GROUP_COMMIT_ROWS = Histogram(
+    "gateway_group_commit_rows",
+    "Rows written by one INSERT of the group commit.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+)
+
+_STAGE = {name: STAGE_SECONDS.labels(name) for name in STAGES}
+_request_start: ContextVar[float | None] = ContextVar("request_start", default=None)
+
+
+@contextmanager
+def stage(name: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        _STAGE[name].observe(time.perf_counter() - start)
+
+
+def validated() -> None:
+    """Record the validation stage, once per request, when the route's code starts."""
+    start = _request_start.get()
+    if start is not None:
+        _STAGE["validation"].observe(time.perf_counter() - start)
+        _request_start.set(None)
+
+
+class RequestMetrics:
+    """ASGI middleware: one latency observation per request, labelled by route."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        token = _request_start.set(start)
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            _request_start.reset(token)
+            route = scope.get("route")
+            # Unmatched paths share one label, so scanners cannot grow the series.
+            path = getattr(route, "path", None) or "unmatched"
+            REQUEST_SECONDS.labels(path, scope["method"], str(status)).observe(
+                time.perf_counter() - start
+            )
+
+
+def render() -> Response:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        payload = generate_latest(registry)
+    else:
+        payload = generate_latest()
+    return Response(payload, media_type=CONTENT_TYPE_LATEST)
+
+
+def install(app: FastAPI) -> None:
+    """Add the middleware (outermost) and the ``GET /metrics`` route."""
+    app.add_middleware(RequestMetrics)
+
+    async def metrics() -> Response:
+        return render()
+
+    app.add_api_route(
+        "/metrics",
+        metrics,
+        methods=["GET"],
+        include_in_schema=False,
+        summary="Prometheus metrics",
+    )
