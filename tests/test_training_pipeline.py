@@ -23,8 +23,14 @@ pytestmark = [
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("training")
     data = synthetic.write_csv(synthetic.generate(3000, seed=5), root / "syn.csv")
+    extra = synthetic.write_csv(synthetic.generate(400, seed=9), root / "extra.csv")
     out = root / "run"
-    train_main(["--data", str(data), "--out", str(out), "--seed", "3", "--epochs", "1"])
+    train_main(
+        [
+            *("--data", str(data), "--out", str(out), "--seed", "3", "--epochs", "1"),
+            *("--extra-eval", str(extra)),
+        ]
+    )
     return out
 
 
@@ -78,3 +84,37 @@ def test_anomaly_knots_are_monotone_from_zero_to_one(run_dir: Path) -> None:
 def test_run_directory_is_never_reused(run_dir: Path) -> None:
     with pytest.raises(FileExistsError):
         train_main(["--data", "unused.csv", "--out", str(run_dir)])
+
+
+def test_report_has_unseen_value_probes_and_the_extra_file(run_dir: Path) -> None:
+    report = json.loads((run_dir / layout.REPORT_JSON).read_text())
+    assert report["robustness_method"] == {
+        "unseen_value_rate": 0.05,
+        "swap_rate": 0.0,
+        "autoencoder_error": "blockwise",
+    }
+    probes = report["unseen_value_probes"]
+    assert {"as is", "currency=OTHER", "every field OTHER"} <= set(probes)
+    assert all(0.0 <= p["legit_review"] <= 1.0 for p in probes.values())
+    (extra,) = report["extra_evaluations"]
+    assert extra["source"] == "extra.csv" and extra["rows"] == 400
+    assert sum(extra["counts"].values()) == 400
+    for shares in extra["policy"].values():
+        assert sum(shares.values()) == pytest.approx(1.0)
+    assert set(extra["other_share"]) == {v.field for v in features.VOCABULARIES}
+    markdown = (run_dir / layout.REPORT_MD).read_text()
+    assert "## Extra evaluation: `extra.csv`" in markdown
+    assert "| every field OTHER |" in markdown
+
+
+def test_evaluate_command_scores_a_file_with_a_run(
+    run_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from training.evaluate import main as evaluate_main
+
+    extra = run_dir.parent / "extra.csv"
+    assert evaluate_main(["--run", str(run_dir), "--data", str(extra)]) == 0
+    (result,) = json.loads(capsys.readouterr().out)
+    report = json.loads((run_dir / layout.REPORT_JSON).read_text())
+    assert result["policy"] == report["extra_evaluations"][0]["policy"]
+    assert evaluate_main(["--run", str(run_dir), "--data", "missing.csv"]) == 1

@@ -43,6 +43,18 @@ def test_augmentation_moves_about_the_rate_of_values_to_other() -> None:
         augment_unseen(x, 1.0, np.random.default_rng(0))
 
 
+def test_swap_gives_known_values_and_keeps_one_hot_rows() -> None:
+    x = synthetic_features(4000)
+    out = augment_unseen(x, 0.0, np.random.default_rng(1), swap_rate=0.5)
+    device = next(b for b in categorical_blocks() if b.field == "device")
+    assert np.all(out[:, 6:].sum(axis=1) == len(categorical_blocks()))
+    assert np.array_equal(out[:, device.other], x[:, device.other])
+    known = out[:, device.start : device.other].mean(axis=0)
+    assert known.min() > 0.1  # every known device now shows up
+    with pytest.raises(ValueError, match="below 1"):
+        augment_unseen(x, 0.6, np.random.default_rng(0), swap_rate=0.5)
+
+
 def test_with_value_and_with_other_set_one_field() -> None:
     x = synthetic_features(50)
     mobile = with_value(x, "device", "mobile")

@@ -36,6 +36,12 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
         help="per field, share of training rows whose value is moved to OTHER",
     )
     parser.add_argument(
+        "--swap-rate",
+        type=float,
+        default=0.0,
+        help="per field, share of training rows given a random known value",
+    )
+    parser.add_argument(
         "--ae-error",
         choices=ERROR_KINDS,
         default="blockwise",
@@ -61,6 +67,7 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
         max_rows=args.max_rows,
         threads=args.threads,
         unseen_rate=args.unseen_rate,
+        swap_rate=args.swap_rate,
         ae_error=args.ae_error,
         extra_eval=tuple(args.extra_eval),
     )

@@ -168,6 +168,7 @@ def train_autoencoder(
     seed: int,
     error: str = "mse",
     unseen_rate: float = 0.0,
+    swap_rate: float = 0.0,
     batch_size: int = 256,
     learning_rate: float = 1e-3,
 ) -> Autoencoder:
@@ -186,7 +187,7 @@ def train_autoencoder(
     model.train()
     for epoch in range(1, epochs + 1):
         started = time.monotonic()
-        rows = augment_unseen(legit_features, unseen_rate, rng)
+        rows = augment_unseen(legit_features, unseen_rate, rng, swap_rate)
         z = torch.from_numpy((rows - mean) / std).float()
         order = torch.randperm(n, generator=generator)
         total = 0.0

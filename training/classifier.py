@@ -67,6 +67,7 @@ def train_classifier(
     epochs: int,
     seed: int,
     unseen_rate: float = 0.0,
+    swap_rate: float = 0.0,
     batch_size: int = 512,
     learning_rate: float = 1e-3,
 ) -> keras.Model:
@@ -77,7 +78,9 @@ def train_classifier(
     """
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
-    scaling_rows = augment_unseen(x, unseen_rate, np.random.default_rng(seed))
+    scaling_rows = augment_unseen(
+        x, unseen_rate, np.random.default_rng(seed), swap_rate
+    )
     model = build_classifier(*classifier_scaling(scaling_rows, mean, std))
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
@@ -88,7 +91,7 @@ def train_classifier(
     weights = class_weights(labels)
     for epoch in range(epochs):
         model.fit(
-            augment_unseen(x, unseen_rate, rng),
+            augment_unseen(x, unseen_rate, rng, swap_rate),
             targets,
             initial_epoch=epoch,
             epochs=epoch + 1,

@@ -22,7 +22,7 @@ def run_scores(run: Path) -> Scores:
     from training import autoencoder as ae
     from training import classifier as clf
 
-    directory = layout.RunDir(run)
+    directory = layout.RunDir(Path(run))
     directory.manifest()
     scorer = ae.load_scorer(directory / layout.AUTOENCODER)
     model = clf.load_classifier(directory / layout.CLASSIFIER_KERAS)

@@ -41,6 +41,7 @@ class TrainConfig:
     max_rows: int | None = None
     threads: int = 2
     unseen_rate: float = 0.05
+    swap_rate: float = 0.0
     ae_error: str = "blockwise"
     extra_eval: tuple[Path, ...] = ()
 
@@ -120,7 +121,7 @@ def train(cfg: TrainConfig) -> Path:
     # Scaling constants describe the augmented data the models train on, so
     # that OTHER columns are varying ones and not constant zeros.
     ae_mean, ae_std = standardisation(
-        augment_unseen(x[legit_train], cfg.unseen_rate, rng)
+        augment_unseen(x[legit_train], cfg.unseen_rate, rng, cfg.swap_rate)
     )
     _log(
         f"training the autoencoder on {len(legit_train)} legitimate rows "
@@ -134,6 +135,7 @@ def train(cfg: TrainConfig) -> Path:
         seed=cfg.seed,
         error=cfg.ae_error,
         unseen_rate=cfg.unseen_rate,
+        swap_rate=cfg.swap_rate,
     )
     curve_quantiles = [q for q, _ in DEFAULT_ANOMALY_KNOTS]
     scorer = ae.AnomalyScorer(net, x.shape[1], len(curve_quantiles) + 2, cfg.ae_error)
@@ -143,7 +145,7 @@ def train(cfg: TrainConfig) -> Path:
     ae.save_scorer(scorer, out / layout.AUTOENCODER)
 
     clf_mean, clf_std = standardisation(
-        augment_unseen(x[train_idx], cfg.unseen_rate, rng)
+        augment_unseen(x[train_idx], cfg.unseen_rate, rng, cfg.swap_rate)
     )
     _log(f"training the classifier on {len(train_idx)} labelled rows")
     raw_model = clf.train_classifier(
@@ -154,6 +156,7 @@ def train(cfg: TrainConfig) -> Path:
         epochs=cfg.clf_epochs,
         seed=cfg.seed,
         unseen_rate=cfg.unseen_rate,
+        swap_rate=cfg.swap_rate,
     )
     platt = fit_platt(clf.logits(raw_model, x[cal_idx]), labels[cal_idx])
     model = clf.calibrated_classifier(raw_model, platt)
@@ -198,6 +201,7 @@ def train(cfg: TrainConfig) -> Path:
         "epochs": {"autoencoder": cfg.ae_epochs, "classifier": cfg.clf_epochs},
         "robustness_method": {
             "unseen_value_rate": cfg.unseen_rate,
+            "swap_rate": cfg.swap_rate,
             "autoencoder_error": cfg.ae_error,
         },
         "training_seconds": round(elapsed, 1),

@@ -53,17 +53,35 @@ def with_other(x: np.ndarray, field: str, rows: np.ndarray | None = None) -> np.
     return out
 
 
-def augment_unseen(x: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
-    """A copy of ``x`` where each row's value of each field is OTHER with ``rate``."""
-    if not 0.0 <= rate < 1.0:
-        raise ValueError(f"unseen-value rate must be in [0, 1), got {rate}")
+def augment_unseen(
+    x: np.ndarray,
+    rate: float,
+    rng: np.random.Generator,
+    swap_rate: float = 0.0,
+) -> np.ndarray:
+    """A copy of ``x`` where each row's value of each field is OTHER with ``rate``.
+
+    With ``swap_rate``, a value is instead replaced by a uniformly drawn known
+    value of the field: combinations that the data never shows (category W
+    from a mobile device, in IEEE-CIS) then stop being out of reach.
+    """
+    for name, value in (("unseen-value rate", rate), ("swap rate", swap_rate)):
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {value}")
+    if rate + swap_rate >= 1.0:
+        raise ValueError(f"rate + swap rate must stay below 1, got {rate + swap_rate}")
     out = np.array(x, dtype=np.float32, copy=True)
-    if rate == 0.0:
+    if rate == 0.0 and swap_rate == 0.0:
         return out
     for block in categorical_blocks():
-        rows = rng.random(len(out)) < rate
-        out[rows, block.start : block.stop] = 0.0
-        out[rows, block.other] = 1.0
+        draw = rng.random(len(out))
+        other = draw < rate
+        swap = (draw >= rate) & (draw < rate + swap_rate)
+        out[other | swap, block.start : block.stop] = 0.0
+        out[other, block.other] = 1.0
+        known = block.other - block.start
+        columns = block.start + rng.integers(0, known, size=int(swap.sum()))
+        out[np.flatnonzero(swap), columns] = 1.0
     return out
 
 
