@@ -16,10 +16,12 @@ from fastapi import FastAPI, Request, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import features
+from gateway.auth import Authenticate, KeyRing, parse_api_keys, requires
 from gateway.config import Settings, get_settings
 from gateway.errors import ApiError, install_error_handlers, json_response
 from gateway.idempotency import IdempotencyStore
-from gateway.limits import BodySizeLimit
+from gateway.jsonbody import StrictJSONRoute
+from gateway.limits import BodySizeLimit, Deadline
 from gateway.metrics import install as install_metrics
 from gateway.policy import load_policy
 from gateway.schemas import (
@@ -28,6 +30,8 @@ from gateway.schemas import (
     BatchResponse,
     ClassifyResponse,
     ErrorResponse,
+    HealthResponse,
+    ModelInfoResponse,
     ScoreResponse,
     TransactionRequest,
 )
@@ -38,9 +42,18 @@ from gateway.triton import ScoringUnavailable, TritonScorer
 log = logging.getLogger("gateway")
 access_log = logging.getLogger("gateway.access")
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 409, 413, 422, 503)
-}
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """Every status a route can answer besides 200, all in the error shape."""
+    # 401: no valid key; 500: unexpected failure; 503: a dependency is down or
+    # the request deadline passed.
+    return {code: {"model": ErrorResponse} for code in sorted({401, 500, 503, *codes})}
+
+
+# Routes that read a JSON body: 400 not JSON, 403 key lacks the scope,
+# 413 too large, 415 not sent as JSON, 422 invalid.
+_BODY_ERRORS = _errors(400, 403, 413, 415, 422)
+_STORE_ERRORS = _errors(400, 403, 409, 413, 415, 422)
 
 
 class AccessLog:
@@ -157,15 +170,34 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "and decides APPROVE, FLAG or REVIEW.",
         lifespan=lifespan,
     )
+    app.router.route_class = StrictJSONRoute
     install_error_handlers(app)
+    keys = KeyRing(parse_api_keys(settings.api_keys))
+    if not keys.enabled:
+        log.warning(
+            "API_KEYS is empty: authentication is OFF; "
+            "acceptable in development only (production refuses to start)"
+        )
+    # Outermost first: access log, deadline, authentication, body limit.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(Authenticate, keys=keys)
+    app.add_middleware(Deadline, timeout_s=settings.request_timeout_ms / 1000)
     app.add_middleware(AccessLog)
     install_metrics(app)
+    score = requires("score")
+    operator = requires("operator")
 
     def service(request: Request) -> ScoringService:
         return request.app.state.service  # type: ignore[no-any-return]
 
-    @app.get("/health")
+    @app.get(
+        "/health",
+        response_model=HealthResponse,
+        responses={
+            503: {"model": HealthResponse, "description": "Triton or PostgreSQL down"},
+            500: {"model": ErrorResponse},
+        },
+    )
     async def health(request: Request) -> Response:
         """Checks Triton, PostgreSQL and Redis; 503 when scoring or storage is down."""
         svc = service(request)
@@ -205,7 +237,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.post(
         "/transactions",
         response_model=ScoreResponse,
-        responses=_ERRORS,
+        responses=_STORE_ERRORS,
+        dependencies=[score],
         summary="Score a transaction and store the decision",
     )
     async def post_transaction(body: TransactionRequest, request: Request) -> Response:
@@ -217,7 +250,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.post(
         "/risk/analyze",
         response_model=ScoreResponse,
-        responses=_ERRORS,
+        responses=_BODY_ERRORS,
+        dependencies=[score],
         summary="Score a transaction without storing it",
     )
     async def analyze(body: TransactionRequest, request: Request) -> Response:
@@ -227,7 +261,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.post(
         "/risk/batch",
         response_model=BatchResponse,
-        responses=_ERRORS,
+        responses=_BODY_ERRORS,
+        dependencies=[score],
         summary="Score up to MAX_BATCH_SIZE transactions in one call, without storing",
     )
     async def batch(body: BatchRequest, request: Request) -> Response:
@@ -286,7 +321,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.post(
         "/anomaly/score",
         response_model=AnomalyResponse,
-        responses=_ERRORS,
+        responses=_BODY_ERRORS,
+        dependencies=[score],
         summary="The autoencoder's anomaly score alone",
     )
     async def anomaly_score(body: TransactionRequest, request: Request) -> Response:
@@ -297,7 +333,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.post(
         "/risk/classify",
         response_model=ClassifyResponse,
-        responses=_ERRORS,
+        responses=_BODY_ERRORS,
+        dependencies=[score],
         summary="The classifier's fraud probability alone",
     )
     async def classify(body: TransactionRequest, request: Request) -> Response:
@@ -306,7 +343,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return json_response(out)
 
     @app.get(
-        "/model/info", summary="Live model versions and feature schemas, from Triton"
+        "/model/info",
+        response_model=ModelInfoResponse,
+        responses=_errors(403),
+        dependencies=[operator],
+        summary="Live model versions and feature schemas, from Triton",
     )
     async def model_info(request: Request) -> Response:
         svc = service(request)

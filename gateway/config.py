@@ -5,14 +5,19 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from gateway.auth import parse_api_keys
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 DEV_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/risk"
 DEV_REDIS_URL = "redis://127.0.0.1:6379/0"
+# Passwords that sample configurations use; production refuses them.
+DEFAULT_PASSWORDS = frozenset({"postgres", "password", "changeme", "secret", "risk"})
 
 
 class Settings(BaseSettings):
@@ -59,6 +64,13 @@ class Settings(BaseSettings):
     db_group_commit_window_ms: float = Field(default=0.0, ge=0, le=50)
     # GET /noop: the web stack alone, as a floor for benchmarks. Off by default.
     noop_route: bool = False
+    # Longest time any request may take, whatever its dependencies do; past it
+    # the answer is 503 "deadline_exceeded" and nothing is acknowledged.
+    request_timeout_ms: int = Field(default=5_000, ge=100)
+
+    # "name:scope1+scope2:sha256hex" entries, comma-separated (gateway.auth).
+    # Empty: no authentication, refused in production.
+    api_keys: str = ""
 
     @model_validator(mode="after")
     def _refuse_development_defaults_in_production(self) -> Settings:
@@ -67,6 +79,9 @@ class Settings(BaseSettings):
                 "DATABASE_URL": self.database_url == DEV_DATABASE_URL,
                 "REDIS_URL": self.redis_url == DEV_REDIS_URL,
             }
+            password = urlsplit(self.database_url).password
+            defaults["DATABASE_URL password"] = password in DEFAULT_PASSWORDS
+            defaults["API_KEYS"] = not self.api_keys.strip()
             left = sorted(name for name, is_default in defaults.items() if is_default)
             if left:
                 raise ValueError(
@@ -74,6 +89,7 @@ class Settings(BaseSettings):
                 )
         if self.db_pool_min_size > self.db_pool_max_size:
             raise ValueError("DB_POOL_MIN_SIZE must not exceed DB_POOL_MAX_SIZE")
+        parse_api_keys(self.api_keys)
         return self
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import orjson
@@ -9,6 +10,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("gateway.errors")
 
 
 class ApiError(Exception):
@@ -64,7 +67,12 @@ async def _validation_handler(
     errors = exc.errors()
     if any(e.get("type") == "json_invalid" for e in errors):
         return json_response(
-            error_body("malformed_json", "the request body is not valid JSON"), 400
+            error_body(
+                "malformed_json",
+                "the request body is not valid JSON",
+                [{"field": "body", "problem": "not valid JSON"}],
+            ),
+            400,
         )
     details = [
         {"field": _field_name(e.get("loc", ())), "problem": _problem(e)} for e in errors
@@ -84,17 +92,56 @@ async def _api_error_handler(request: Request, exc: ApiError) -> Response:
 async def _http_error_handler(
     request: Request, exc: StarletteHTTPException
 ) -> Response:
-    code = {404: "not_found", 405: "method_not_allowed"}.get(
-        exc.status_code, "http_error"
-    )
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    details = []
+    problem = getattr(exc, "problem", None)
+    if exc.status_code == 400:
+        details = [{"field": "body", "problem": problem or "cannot be parsed"}]
+    elif exc.status_code == 415:
+        details = [{"field": "content-type", "problem": problem or "unsupported"}]
+    elif exc.status_code == 404:
+        details = [{"field": "path", "problem": "no such endpoint"}]
+    elif exc.status_code == 405:
+        details = [{"field": "method", "problem": f"{request.method} not allowed"}]
     return json_response(
-        error_body(code, str(exc.detail)),
+        error_body(code, str(exc.detail), details),
         exc.status_code,
         getattr(exc, "headers", None),
     )
 
 
+_HTTP_CODES = {
+    400: "malformed_json",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+async def _unexpected_error_handler(request: Request, exc: Exception) -> Response:
+    # The traceback goes to the log only; the client learns nothing internal.
+    log.error(
+        "unhandled %s on %s %s",
+        type(exc).__name__,
+        request.method,
+        request.url.path,
+        exc_info=exc,
+    )
+    return json_response(
+        error_body(
+            "internal_error",
+            "the request failed unexpectedly; nothing was acknowledged",
+            [{"field": None, "problem": "internal error"}],
+        ),
+        500,
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(Exception, _unexpected_error_handler)
     app.add_exception_handler(RequestValidationError, _validation_handler)  # type: ignore[arg-type]
     app.add_exception_handler(ApiError, _api_error_handler)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error_handler)  # type: ignore[arg-type]

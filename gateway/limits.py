@@ -1,11 +1,17 @@
-"""A request body limit enforced while the body is read, before any work."""
+"""Request limits: a body size limit enforced while the body is read, before any
+work, and an overall deadline for each request."""
 
 from __future__ import annotations
+
+import asyncio
+import logging
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import error_body
+
+log = logging.getLogger("gateway.limits")
 
 
 class BodySizeLimit:
@@ -23,7 +29,9 @@ class BodySizeLimit:
     async def _reject(self, send: Send) -> None:
         body = orjson.dumps(
             error_body(
-                "payload_too_large", f"request body exceeds {self.max_bytes} bytes"
+                "payload_too_large",
+                f"request body exceeds {self.max_bytes} bytes",
+                [{"field": "body", "problem": f"larger than {self.max_bytes} bytes"}],
             )
         )
         await send(
@@ -79,3 +87,65 @@ class BodySizeLimit:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+class Deadline:
+    """Answers 503 ``deadline_exceeded`` once a request has run ``timeout_s``.
+
+    Each dependency has its own timeout; this bounds their sum and anything
+    they miss (a slow client body, a dependency that accepts and never
+    answers). The work in flight is cancelled; a decision it committed before
+    the cancellation is not acknowledged, and a retry replays it.
+    """
+
+    def __init__(self, app: ASGIApp, timeout_s: float) -> None:
+        self.app = app
+        self.timeout_s = timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        deadline = asyncio.timeout(self.timeout_s)
+        try:
+            async with deadline:
+                await self.app(scope, receive, send_tracked)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            log.warning(
+                "deadline of %.0f ms exceeded on %s %s",
+                self.timeout_s * 1000,
+                scope["method"],
+                scope["path"],
+            )
+            if started:
+                return
+            body = orjson.dumps(
+                error_body(
+                    "deadline_exceeded",
+                    "the request did not complete in time; nothing was "
+                    "acknowledged, retry later",
+                    [{"field": None, "problem": "request deadline exceeded"}],
+                )
+            )
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 503,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                        (b"retry-after", b"1"),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})

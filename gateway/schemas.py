@@ -244,3 +244,23 @@ class ErrorResponse(BaseModel):
     error: str = Field(description="A short machine-readable code")
     message: str
     details: list[ErrorItem] = []
+
+
+class HealthResponse(BaseModel):
+    status: str = Field(description="ok, degraded (Redis down) or unavailable")
+    checks: dict[str, str]
+
+
+class ModelState(BaseModel):
+    live_version: str | None
+    versions: list[str]
+    feature_schema: str | None
+    usable: bool
+    problem: str | None
+
+
+class ModelInfoResponse(BaseModel):
+    feature_schema: str
+    feature_names: list[str]
+    policy_version: str
+    models: dict[str, ModelState]

@@ -53,6 +53,9 @@ class ScoringService:
         self.idempotency = idempotency
         self.policy = policy
         self._wait_s = wait_for_duplicate_s
+        # Transaction id -> (lock, holders): without Redis, duplicates in this
+        # process queue here rather than each holding a pooled connection.
+        self._local: dict[str, tuple[asyncio.Lock, list[int]]] = {}
 
     def _versions(self) -> dict[str, str]:
         return self.scorer.versions_for(
@@ -136,20 +139,61 @@ class ScoringService:
                 if stored is not None:
                     return self._replay(request, digest, stored)
                 if time.monotonic() >= deadline:
-                    raise ApiError(
-                        409,
-                        "in_progress",
-                        f"transaction_id {request.transaction_id!r} is being "
-                        "processed by another request; retry shortly",
-                        headers={"Retry-After": "1"},
-                    )
+                    raise _in_progress(request.transaction_id)
                 continue
             if isinstance(claim, Unavailable):
                 log.warning("idempotency cache unavailable: %s", claim.reason)
-                stored = await self._fetch(request.transaction_id)
+                return await self._record_serialised(request, digest, deadline)
+            return await self._score_and_store(request, digest, claim)
+
+    async def _record_serialised(
+        self, request: TransactionRequest, digest: str, deadline: float
+    ) -> Recorded:
+        """Without Redis: PostgreSQL serialises the duplicates of one id.
+
+        The advisory lock is held while the id is looked up, scored and
+        inserted, so concurrent duplicates (in any gateway process) score once.
+        """
+        key = request.transaction_id
+        lock, holders = self._local.setdefault(key, (asyncio.Lock(), [0]))
+        holders[0] += 1
+        try:
+            try:
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    await lock.acquire()
+            except TimeoutError:
+                raise _in_progress(key) from None
+            try:
+                stored = await self._fetch(key)
                 if stored is not None:
                     return self._replay(request, digest, stored)
-            return await self._score_and_store(request, digest, claim)
+                try:
+                    async with self.storage.serialised(key) as locked:
+                        stored = await locked.fetch(key)
+                        if stored is not None:
+                            return self._replay(request, digest, stored)
+                        (response,) = await self.evaluate([request])
+                        with stage("persistence"):
+                            inserted = await locked.insert(request, digest, response)
+                except StorageUnavailable as exc:
+                    raise _storage_unavailable(exc) from exc
+            finally:
+                lock.release()
+        finally:
+            holders[0] -= 1
+            if holders[0] == 0:
+                del self._local[key]
+
+        # Committed: the lock's transaction ended without an error.
+        if not inserted:
+            # A request on the Redis path stored it meanwhile: theirs stands.
+            stored = await self._fetch(key)
+            if stored is None:
+                raise ApiError(500, "internal_error", "stored row vanished")
+            return self._replay(request, digest, stored)
+        body = response.model_dump(mode="json")
+        await self.idempotency.complete(key, digest, body)
+        return Recorded(body, replayed=False)
 
     async def _await_first(
         self, transaction_id: str, deadline: float
@@ -204,6 +248,17 @@ class ScoringService:
         with stage("idempotency"):
             await self.idempotency.complete(request.transaction_id, digest, body)
         return Recorded(body, replayed=False)
+
+
+def _in_progress(transaction_id: str) -> ApiError:
+    return ApiError(
+        409,
+        "in_progress",
+        f"transaction_id {transaction_id!r} is being processed by another "
+        "request; retry shortly",
+        [{"field": "transaction_id", "problem": "being processed by another request"}],
+        headers={"Retry-After": "1"},
+    )
 
 
 def _storage_unavailable(exc: Exception) -> ApiError:

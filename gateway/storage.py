@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +59,11 @@ _SELECT = """
 SELECT payload_sha256, response FROM transactions WHERE transaction_id = $1
 """
 
+# Serialises everything done for one transaction id across gateway processes,
+# until the end of the enclosing transaction. 64-bit hash: a collision only
+# makes two ids wait for each other.
+_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
+
 _UNAVAILABLE = (
     OSError,
     TimeoutError,
@@ -77,6 +84,56 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
             decoder=orjson.loads,
             schema="pg_catalog",
         )
+
+
+def _row(
+    request: TransactionRequest, payload_hash: str, response: ScoreResponse
+) -> tuple[Any, ...]:
+    """The parameters of ``_INSERT`` for one decision."""
+    return (
+        request.transaction_id,
+        request.user_id,
+        request.canonical(),
+        payload_hash,
+        request.amount,
+        request.currency,
+        response.anomaly_score,
+        response.risk_probability,
+        response.combined_score,
+        response.decision.value,
+        response.model_versions,
+        response.policy_version,
+        response.degraded,
+        response.model_dump(mode="json"),
+    )
+
+
+class Locked:
+    """One connection inside a transaction that holds a transaction id's lock."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def fetch(self, transaction_id: str) -> StoredDecision | None:
+        try:
+            row = await self._conn.fetchrow(_SELECT, transaction_id)
+        except _UNAVAILABLE as exc:
+            raise StorageUnavailable(str(exc) or type(exc).__name__) from exc
+        if row is None:
+            return None
+        return StoredDecision(row["payload_sha256"], row["response"])
+
+    async def insert(
+        self, request: TransactionRequest, payload_hash: str, response: ScoreResponse
+    ) -> bool:
+        """Insert within the lock's transaction: durable once the block is left."""
+        try:
+            row_id = await self._conn.fetchval(
+                _INSERT, *_row(request, payload_hash, response)
+            )
+        except _UNAVAILABLE as exc:
+            raise StorageUnavailable(str(exc) or type(exc).__name__) from exc
+        return row_id is not None
 
 
 class Storage:
@@ -154,22 +211,7 @@ class Storage:
 
         Returns only after the row is committed, alone or in a group commit.
         """
-        row = (
-            request.transaction_id,
-            request.user_id,
-            request.canonical(),
-            payload_hash,
-            request.amount,
-            request.currency,
-            response.anomaly_score,
-            response.risk_probability,
-            response.combined_score,
-            response.decision.value,
-            response.model_versions,
-            response.policy_version,
-            response.degraded,
-            response.model_dump(mode="json"),
-        )
+        row = _row(request, payload_hash, response)
         if self._group_max <= 1:
             return await self._insert_one(row)
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
@@ -257,6 +299,24 @@ class Storage:
         except _UNAVAILABLE as exc:
             raise StorageUnavailable(str(exc) or type(exc).__name__) from exc
         return {record["transaction_id"] for record in records}
+
+    @asynccontextmanager
+    async def serialised(self, transaction_id: str) -> AsyncIterator[Locked]:
+        """A transaction holding ``transaction_id``'s advisory lock.
+
+        Leaving the block normally commits; only then is an insert made in it
+        durable. Waiting for the lock is bounded by the statement timeout.
+        """
+        pool = self._require_pool()
+        try:
+            async with (
+                pool.acquire(timeout=self._acquire_timeout) as conn,
+                conn.transaction(),
+            ):
+                await conn.execute(_LOCK, transaction_id)
+                yield Locked(conn)
+        except _UNAVAILABLE as exc:
+            raise StorageUnavailable(str(exc) or type(exc).__name__) from exc
 
     async def fetch(self, transaction_id: str) -> StoredDecision | None:
         pool = self._require_pool()

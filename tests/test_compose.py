@@ -170,7 +170,10 @@ def test_gateway_settings_accept_the_compose_environment_in_production(
     services: dict[str, Any], name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = pytest.importorskip("gateway.config")
-    host_env = {"POSTGRES_PASSWORD": "s3cret"}
+    host_env = {
+        "POSTGRES_PASSWORD": "s3cret",
+        "API_KEYS": "acme:score:" + "ab" * 32,
+    }
     for key, value in services[name]["environment"].items():
         monkeypatch.setenv(key, interpolate(str(value), host_env))
 
@@ -247,3 +250,8 @@ def test_build_context_is_an_allow_list() -> None:
     assert rules[0] == "*"
     allowed = {rule[1:].rstrip("/") for rule in rules if rule.startswith("!")}
     assert allowed == {"pyproject.toml", "features", "gateway", "db", "config"}
+
+
+def test_compose_refuses_to_start_without_api_keys(services: dict[str, Any]) -> None:
+    with pytest.raises(KeyError, match="API_KEYS"):
+        interpolate(services["gateway"]["environment"]["API_KEYS"], {})
