@@ -70,15 +70,25 @@ def test_with_value_and_with_other_set_one_field() -> None:
 def test_blockwise_error_of_a_categorical_block_is_at_most_one_term() -> None:
     n = features.NUM_FEATURES
     std = np.full(n, 0.05, np.float32)  # rare one-hot columns: the worst case
-    weight, matrix, cap = ae.error_terms(std, "blockwise")
+    terms = ae.error_terms(std, "blockwise").tensors()
     z = torch.zeros(1, n)
     wrong = z.clone()
     wrong[0, 6:] = 1.0 / 0.05  # every one-hot column off by a whole unit
-    terms = ae.term_errors(wrong, z, torch.from_numpy(weight), torch.from_numpy(matrix))
-    bounded = torch.minimum(terms, torch.from_numpy(cap))
-    assert bounded.shape == (1, 6 + len(categorical_blocks()))
-    assert float(bounded[0, 6:].max()) <= 1.0
-    assert float(bounded[0, :6].sum()) == 0.0
+    error = ae.mean_error(wrong, z, torch.zeros(1, n), terms)
+    # Four blocks at their cap of 1, six exact numeric terms.
+    assert float(error) == pytest.approx(4 / 10)
+
+
+def test_known_blocks_error_leaves_out_fields_in_other() -> None:
+    n = features.NUM_FEATURES
+    terms = ae.error_terms(np.full(n, 0.5, np.float32), "known-blocks").tensors()
+    x = torch.from_numpy(with_other(synthetic_features(1), "currency"))
+    z = torch.zeros(1, n)
+    wrong = z.clone()
+    currency = next(b for b in categorical_blocks() if b.field == "currency")
+    wrong[0, currency.start : currency.stop] = 10.0
+    assert float(ae.mean_error(wrong, z, x, terms)) == 0.0
+    assert float(ae.mean_error(wrong, z, torch.zeros(1, n), terms)) > 0.0
 
 
 def train_scorer(x: np.ndarray, error: str, rate: float) -> ae.AnomalyScorer:

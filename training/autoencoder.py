@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from training.calibration import PiecewiseLinear
 from training.unseen import augment_unseen, categorical_blocks
 
 HIDDEN: tuple[int, ...] = (64, 32, 16)
-ERROR_KINDS: tuple[str, ...] = ("blockwise", "mse")
+ERROR_KINDS: tuple[str, ...] = ("known-blocks", "blockwise", "mse")
 # A numeric feature's squared standardised error counts at most this much (a
 # 4-sigma miss), so one wild value cannot outweigh the rest of the row.
 NUMERIC_TERM_CAP = 16.0
@@ -23,40 +24,85 @@ BLOCK_TERM_CAP = 1.0
 _NO_CAP = 3.0e38
 
 
-def error_terms(
-    std: np.ndarray, kind: str
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(feature weight, feature-to-term matrix, term cap) of an error kind.
+@dataclass(frozen=True)
+class ErrorTerms:
+    """How per-feature squared errors become the terms of the error."""
+
+    weight: np.ndarray
+    """[features]: multiplies the squared error in standardised space."""
+    matrix: np.ndarray
+    """[features, terms]: which features add up to which term."""
+    cap: np.ndarray
+    """[terms]: the most one term can count."""
+    unknown: np.ndarray
+    """[features, terms]: a 1 in a term's column drops the term when that
+    (OTHER) feature is set."""
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {
+            "feature_weight": torch.from_numpy(self.weight),
+            "term_matrix": torch.from_numpy(self.matrix),
+            "term_cap": torch.from_numpy(self.cap),
+            "term_unknown": torch.from_numpy(self.unknown),
+        }
+
+
+def error_terms(std: np.ndarray, kind: str) -> ErrorTerms:
+    """The terms of a reconstruction error kind; the error is their mean.
 
     ``mse``: one term per feature, the squared error in standardised space
     (version 1's score). ``blockwise``: one term per numeric feature, the same
     squared standardised error capped at NUMERIC_TERM_CAP, and one term per
     categorical field, half the squared error of the block's reconstruction in
     raw one-hot space (in [0, 1]), so a rare or unseen value costs at most one
-    term instead of 1/std^2 per column.
+    term instead of 1/std^2 per column. ``known-blocks``: blockwise, averaged
+    over the fields whose value is known: a value in the OTHER bucket is
+    missing information, about which the model has nothing to say.
     """
     n = std.shape[0]
     if kind == "mse":
-        return (
+        return ErrorTerms(
             np.ones(n, np.float32),
             np.eye(n, dtype=np.float32),
             np.full(n, _NO_CAP, np.float32),
+            np.zeros((n, n), np.float32),
         )
-    if kind != "blockwise":
+    if kind not in ERROR_KINDS:
         raise ValueError(f"unknown reconstruction error {kind!r}; use {ERROR_KINDS}")
     blocks = categorical_blocks()
     numeric = blocks[0].start
     weight = np.ones(n, np.float32)
     matrix = np.zeros((n, numeric + len(blocks)), np.float32)
+    unknown = np.zeros_like(matrix)
     matrix[np.arange(numeric), np.arange(numeric)] = 1.0
     for t, block in enumerate(blocks, start=numeric):
         cols = slice(block.start, block.stop)
         weight[cols] = 0.5 * std[cols].astype(np.float32) ** 2
         matrix[cols, t] = 1.0
+        if kind == "known-blocks":
+            unknown[block.other, t] = 1.0
     cap = np.array(
         [NUMERIC_TERM_CAP] * numeric + [BLOCK_TERM_CAP] * len(blocks), np.float32
     )
-    return weight, matrix, cap
+    return ErrorTerms(weight, matrix, cap, unknown)
+
+
+def mean_error(
+    reconstruction: torch.Tensor,
+    z: torch.Tensor,
+    features: torch.Tensor,
+    terms: dict[str, torch.Tensor],
+    capped: bool = True,
+) -> torch.Tensor:
+    """[batch, 1]: the mean of the error terms that count for each row."""
+    squared = (reconstruction - z) ** 2 * terms["feature_weight"]
+    values = torch.matmul(squared, terms["term_matrix"])
+    if capped:
+        values = torch.minimum(values, terms["term_cap"])
+    counts = 1.0 - torch.matmul(features, terms["term_unknown"])
+    return torch.sum(values * counts, dim=1, keepdim=True) / torch.sum(
+        counts, dim=1, keepdim=True
+    )
 
 
 class Autoencoder(nn.Module):
@@ -93,6 +139,7 @@ class AnomalyScorer(nn.Module):
     feature_weight: torch.Tensor
     term_matrix: torch.Tensor
     term_cap: torch.Tensor
+    term_unknown: torch.Tensor
     knot_x: torch.Tensor
     knot_y: torch.Tensor
     segment_width: torch.Tensor
@@ -110,10 +157,8 @@ class AnomalyScorer(nn.Module):
         self.error = error
         self.register_buffer("mean", torch.zeros(num_features))
         self.register_buffer("std", torch.ones(num_features))
-        weight, matrix, cap = error_terms(np.ones(num_features, np.float32), error)
-        self.register_buffer("feature_weight", torch.from_numpy(weight))
-        self.register_buffer("term_matrix", torch.from_numpy(matrix))
-        self.register_buffer("term_cap", torch.from_numpy(cap))
+        for name, value in error_terms(np.ones(num_features), error).tensors().items():
+            self.register_buffer(name, value)
         self.register_buffer("knot_x", torch.linspace(0.0, 1.0, num_knots))
         self.register_buffer("knot_y", torch.linspace(0.0, 1.0, num_knots))
         self.register_buffer("segment_width", torch.zeros(num_knots - 1))
@@ -122,10 +167,8 @@ class AnomalyScorer(nn.Module):
     def set_standardisation(self, mean: np.ndarray, std: np.ndarray) -> None:
         self.mean.copy_(torch.from_numpy(mean))
         self.std.copy_(torch.from_numpy(std))
-        weight, matrix, cap = error_terms(std, self.error)
-        self.feature_weight.copy_(torch.from_numpy(weight))
-        self.term_matrix.copy_(torch.from_numpy(matrix))
-        self.term_cap.copy_(torch.from_numpy(cap))
+        for name, value in error_terms(std, self.error).tensors().items():
+            getattr(self, name).copy_(value)
 
     def set_calibration(self, curve: PiecewiseLinear) -> None:
         x = torch.from_numpy(curve.x.astype(np.float32))
@@ -137,10 +180,13 @@ class AnomalyScorer(nn.Module):
 
     def reconstruction_error(self, features: torch.Tensor) -> torch.Tensor:
         z = (features - self.mean) / self.std
-        terms = term_errors(
-            self.autoencoder(z), z, self.feature_weight, self.term_matrix
-        )
-        return torch.mean(torch.minimum(terms, self.term_cap), dim=1, keepdim=True)
+        terms = {
+            "feature_weight": self.feature_weight,
+            "term_matrix": self.term_matrix,
+            "term_cap": self.term_cap,
+            "term_unknown": self.term_unknown,
+        }
+        return mean_error(self.autoencoder(z), z, features, terms)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         error = self.reconstruction_error(features)
@@ -148,15 +194,6 @@ class AnomalyScorer(nn.Module):
         ramps = torch.minimum(torch.relu(error - self.knot_x[:-1]), self.segment_width)
         rise = torch.sum(ramps * self.segment_slope, dim=1, keepdim=True)
         return torch.clamp(self.knot_y[0] + rise, 0.0, 1.0)
-
-
-def term_errors(
-    reconstruction: torch.Tensor,
-    z: torch.Tensor,
-    feature_weight: torch.Tensor,
-    term_matrix: torch.Tensor,
-) -> torch.Tensor:
-    return torch.matmul((reconstruction - z) ** 2 * feature_weight, term_matrix)
 
 
 def train_autoencoder(
@@ -181,19 +218,23 @@ def train_autoencoder(
     rng = np.random.default_rng(seed)
     model = Autoencoder(legit_features.shape[1])
     optimiser = torch.optim.Adam(model.parameters(), lr=learning_rate)
-    weight, matrix = (torch.from_numpy(a) for a in error_terms(std, error)[:2])
+    terms = error_terms(std, error).tensors()
     n = legit_features.shape[0]
 
     model.train()
     for epoch in range(1, epochs + 1):
         started = time.monotonic()
         rows = augment_unseen(legit_features, unseen_rate, rng, swap_rate)
+        raw = torch.from_numpy(rows)
         z = torch.from_numpy((rows - mean) / std).float()
         order = torch.randperm(n, generator=generator)
         total = 0.0
         for start in range(0, n, batch_size):
-            batch = z[order[start : start + batch_size]]
-            loss = torch.mean(term_errors(model(batch), batch, weight, matrix))
+            index = order[start : start + batch_size]
+            batch = z[index]
+            loss = torch.mean(
+                mean_error(model(batch), batch, raw[index], terms, capped=False)
+            )
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -238,11 +279,6 @@ def load_scorer(path: Path) -> AnomalyScorer:
     scorer = AnomalyScorer(Autoencoder(n), n, payload["num_knots"], error)
     state = payload["state_dict"]
     if "term_matrix" not in state:
-        weight, matrix, cap = error_terms(state["std"].numpy(), error)
-        state |= {
-            "feature_weight": torch.from_numpy(weight),
-            "term_matrix": torch.from_numpy(matrix),
-            "term_cap": torch.from_numpy(cap),
-        }
+        state |= error_terms(state["std"].numpy(), error).tensors()
     scorer.load_state_dict(state)
     return scorer.eval()
