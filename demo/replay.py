@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -219,15 +220,27 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME:VALUE",
-        help="extra request header, e.g. an API key; repeatable",
+        help="extra request header; repeatable",
+    )
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("API_KEY"),
+        help="sent as X-API-Key (default: the API_KEY environment variable)",
     )
     return parser
+
+
+def request_headers(args: argparse.Namespace) -> dict[str, str]:
+    headers = parse_headers(args.header)
+    if args.api_key:
+        headers["X-API-Key"] = args.api_key
+    return headers
 
 
 async def replay(
     args: argparse.Namespace, transport: httpx.AsyncBaseTransport | None = None
 ) -> int:
-    headers = parse_headers(args.header)
+    headers = request_headers(args)
     limits = httpx.Limits(max_connections=args.concurrency)
     async with httpx.AsyncClient(
         base_url=args.url,

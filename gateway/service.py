@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -144,7 +146,13 @@ class ScoringService:
             if isinstance(claim, Unavailable):
                 log.warning("idempotency cache unavailable: %s", claim.reason)
                 return await self._record_serialised(request, digest, deadline)
-            return await self._score_and_store(request, digest, claim)
+            async with self._local_turn(request.transaction_id, deadline) as queued:
+                if queued:
+                    # A request that found Redis down may have stored it first.
+                    stored = await self._fetch(request.transaction_id)
+                    if stored is not None:
+                        return self._replay(request, digest, stored)
+                return await self._score_and_store(request, digest, claim)
 
     async def _record_serialised(
         self, request: TransactionRequest, digest: str, deadline: float
@@ -155,34 +163,20 @@ class ScoringService:
         inserted, so concurrent duplicates (in any gateway process) score once.
         """
         key = request.transaction_id
-        lock, holders = self._local.setdefault(key, (asyncio.Lock(), [0]))
-        holders[0] += 1
-        try:
+        async with self._local_turn(key, deadline):
+            stored = await self._fetch(key)
+            if stored is not None:
+                return self._replay(request, digest, stored)
             try:
-                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                    await lock.acquire()
-            except TimeoutError:
-                raise _in_progress(key) from None
-            try:
-                stored = await self._fetch(key)
-                if stored is not None:
-                    return self._replay(request, digest, stored)
-                try:
-                    async with self.storage.serialised(key) as locked:
-                        stored = await locked.fetch(key)
-                        if stored is not None:
-                            return self._replay(request, digest, stored)
-                        (response,) = await self.evaluate([request])
-                        with stage("persistence"):
-                            inserted = await locked.insert(request, digest, response)
-                except StorageUnavailable as exc:
-                    raise _storage_unavailable(exc) from exc
-            finally:
-                lock.release()
-        finally:
-            holders[0] -= 1
-            if holders[0] == 0:
-                del self._local[key]
+                async with self.storage.serialised(key) as locked:
+                    stored = await locked.fetch(key)
+                    if stored is not None:
+                        return self._replay(request, digest, stored)
+                    (response,) = await self.evaluate([request])
+                    with stage("persistence"):
+                        inserted = await locked.insert(request, digest, response)
+            except StorageUnavailable as exc:
+                raise _storage_unavailable(exc) from exc
 
         # Committed: the lock's transaction ended without an error.
         if not inserted:
@@ -194,6 +188,37 @@ class ScoringService:
         body = response.model_dump(mode="json")
         await self.idempotency.complete(key, digest, body)
         return Recorded(body, replayed=False)
+
+    @asynccontextmanager
+    async def _local_turn(self, key: str, deadline: float) -> AsyncIterator[bool]:
+        """This process's turn for ``key``: one request per id at a time.
+
+        Yields whether another request of the same id came first.
+
+        Both paths take it, so a request that finds Redis down cannot score an
+        id that a request of this process is scoring on the Redis path.
+        Limitation: across processes only the advisory lock serialises, and
+        the Redis path does not take it; if Redis fails for some requests of
+        an id and not others, two processes may each score it once (the
+        unique key still keeps one row and one answer).
+        """
+        lock, holders = self._local.setdefault(key, (asyncio.Lock(), [0]))
+        holders[0] += 1
+        queued = holders[0] > 1 or lock.locked()
+        try:
+            try:
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    await lock.acquire()
+            except TimeoutError:
+                raise _in_progress(key) from None
+            try:
+                yield queued
+            finally:
+                lock.release()
+        finally:
+            holders[0] -= 1
+            if holders[0] == 0:
+                del self._local[key]
 
     async def _await_first(
         self, transaction_id: str, deadline: float
