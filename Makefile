@@ -14,7 +14,7 @@ TRAIN_DATA ?= ../shared/data/ieee_cis_train.csv.gz
 RUN ?= $(lastword $(sort $(wildcard runs/*)))
 GATEWAY_URL ?= http://127.0.0.1:$(or $(PORT),8080)
 
-.PHONY: help install install-all demo up down status test lint train export clean
+.PHONY: help install install-all demo up down status test lint train export bench clean
 
 help:
 	@echo "make demo    start the stack and replay DATA=$(DATA) through it"
@@ -22,6 +22,7 @@ help:
 	@echo "make up / make down / make status"
 	@echo "make train   train both models on TRAIN_DATA=$(TRAIN_DATA)"
 	@echo "make export publish the models of RUN=<runs/dir> as new versions"
+	@echo "make bench   measure Triton and the gateway, write docs/benchmarks.md"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,13 +30,18 @@ $(PY):
 
 # Serving: gateway, feature contract, local Triton with its onnxruntime backend.
 $(VENV)/.installed-serve: pyproject.toml | $(PY)
-	$(PIP) install --quiet -e '.[triton]'
+	$(PIP) install --quiet -e '.[triton,demo]'
 	$(PIP) install --quiet --no-deps --upgrade --target $(VENV)/tritonserver $(PYTRITON)
 	touch $@
 
 # Everything: also torch, tensorflow, tf2onnx and the test tools.
 $(VENV)/.installed-all: pyproject.toml $(VENV)/.installed-serve
-	$(PIP) install --quiet -e '.[triton,train,dev]'
+	$(PIP) install --quiet -e '.[triton,demo,train,dev]'
+	touch $@
+
+# Benchmarks: matplotlib and py-spy; bench/tools.py adds perf_analyzer and wrk.
+$(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed-serve
+	$(PIP) install --quiet -e '.[triton,bench]'
 	touch $@
 
 install: $(VENV)/.installed-serve
@@ -68,6 +74,10 @@ train: install-all
 export: install-all
 	@test -n "$(RUN)" || (echo "no training run found: make train first, or RUN=runs/<dir>"; exit 2)
 	$(PY) -m export --run $(RUN) --repository model_repository --publish
+
+# About 10 minutes; everything on 127.0.0.1, on ports 18000-18302 and 18080.
+bench: $(VENV)/.installed-bench
+	$(PY) -m bench
 
 clean: down
 	rm -rf .run

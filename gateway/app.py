@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -56,6 +57,9 @@ _BODY_ERRORS = _errors(400, 403, 413, 415, 422)
 _STORE_ERRORS = _errors(400, 403, 409, 413, 415, 422)
 
 
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,64}")
+
+
 class AccessLog:
     """One line per request: its id, route, status and latency."""
 
@@ -69,7 +73,9 @@ class AccessLog:
         request_id = None
         for name, value in scope.get("headers", ()):
             if name == b"x-request-id":
-                request_id = value.decode("latin-1")[:64]
+                # A client's id is kept only when it cannot forge log fields.
+                if _REQUEST_ID.fullmatch(value):
+                    request_id = value.decode("ascii")
                 break
         request_id = request_id or uuid.uuid4().hex
         start = time.perf_counter()
@@ -129,6 +135,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ttl_s=settings.idempotency_ttl_s,
             pending_ttl_s=max(5, settings.idempotency_wait_ms // 1000 * 5),
             timeout_s=settings.redis_timeout_ms / 1000,
+            key_prefix=settings.redis_key_prefix,
         )
         scorer = TritonScorer(
             settings.triton_url,
@@ -190,8 +197,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def service(request: Request) -> ScoringService:
         return request.app.state.service  # type: ignore[no-any-return]
 
-    @app.get(
+    @app.api_route(
         "/health",
+        methods=["GET", "HEAD"],
         response_model=HealthResponse,
         responses={
             503: {"model": HealthResponse, "description": "Triton or PostgreSQL down"},
@@ -315,7 +323,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "transaction_id": body.transaction_id,
             "value": float(value[0]),
             "model_version": svc.scorer.versions_for(model)[model],
-            "processed_at": datetime.now(UTC).isoformat(),
+            "processed_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         }
 
     @app.post(

@@ -38,6 +38,8 @@ class Settings(BaseSettings):
 
     redis_url: str = DEV_REDIS_URL
     redis_timeout_ms: int = Field(default=100, ge=1)
+    # Lets several gateways (or test runs) share one Redis database.
+    redis_key_prefix: str = Field(default="risk:", max_length=64)
     idempotency_ttl_s: int = Field(default=86_400, ge=1)
     # How long a duplicate waits for the first request of the same id to finish
     # before it is told 409 "in progress".

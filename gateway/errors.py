@@ -13,6 +13,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("gateway.errors")
 
+# An error body lists this many problems at most, so that a body full of bad
+# items costs the client a short answer, not the server a long one.
+MAX_ERROR_DETAILS = 20
+_BATCH_LOC = ("body", "transactions")
+
 
 class ApiError(Exception):
     def __init__(
@@ -74,10 +79,25 @@ async def _validation_handler(
             ),
             400,
         )
+    if any(
+        e.get("type") == "too_long" and tuple(e.get("loc", ())) == _BATCH_LOC
+        for e in errors
+    ):
+        return json_response(
+            error_body(
+                "batch_too_large",
+                "the batch holds more transactions than the gateway accepts",
+                [{"field": "transactions", "problem": "too many items"}],
+            ),
+            413,
+        )
     details = [
-        {"field": _field_name(e.get("loc", ())), "problem": _problem(e)} for e in errors
+        {"field": _field_name(e.get("loc", ())), "problem": _problem(e)}
+        for e in errors[:MAX_ERROR_DETAILS]
     ]
     fields = ", ".join(sorted({d["field"] or "body" for d in details}))
+    if len(errors) > MAX_ERROR_DETAILS:
+        fields += f" and {len(errors) - MAX_ERROR_DETAILS} more problems"
     return json_response(
         error_body("validation_error", f"invalid request: {fields}", details), 422
     )

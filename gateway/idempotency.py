@@ -15,8 +15,6 @@ from redis.exceptions import RedisError
 
 log = logging.getLogger("gateway.idempotency")
 
-_PREFIX = "idem:txn:"
-
 
 @dataclass(frozen=True)
 class Claimed:
@@ -43,8 +41,15 @@ ClaimResult = Claimed | Seen | Unavailable
 
 class IdempotencyStore:
     def __init__(
-        self, url: str, *, ttl_s: int, pending_ttl_s: int, timeout_s: float
+        self,
+        url: str,
+        *,
+        ttl_s: int,
+        pending_ttl_s: int,
+        timeout_s: float,
+        key_prefix: str = "risk:",
     ) -> None:
+        self._prefix = key_prefix + "idem:txn:"
         self._ttl = ttl_s
         # A claim whose owner died must not block retries for a day.
         self._pending_ttl = pending_ttl_s
@@ -63,7 +68,7 @@ class IdempotencyStore:
         await self._redis.ping()
 
     async def claim(self, transaction_id: str, payload_sha256: str) -> ClaimResult:
-        key = _PREFIX + transaction_id
+        key = self._prefix + transaction_id
         marker = orjson.dumps({"h": payload_sha256})
         try:
             if await self._redis.set(key, marker, nx=True, ex=self._pending_ttl):
@@ -79,7 +84,7 @@ class IdempotencyStore:
 
     async def peek(self, transaction_id: str) -> Seen | None:
         try:
-            raw = await self._redis.get(_PREFIX + transaction_id)
+            raw = await self._redis.get(self._prefix + transaction_id)
         except (RedisError, OSError):
             return None
         if raw is None:
@@ -92,13 +97,13 @@ class IdempotencyStore:
     ) -> None:
         value = orjson.dumps({"h": payload_sha256, "r": response})
         try:
-            await self._redis.set(_PREFIX + transaction_id, value, ex=self._ttl)
+            await self._redis.set(self._prefix + transaction_id, value, ex=self._ttl)
         except (RedisError, OSError) as exc:
             log.warning("idempotency record not cached: %s", exc)
 
     async def release(self, transaction_id: str, payload_sha256: str) -> None:
         """Drop our pending claim so that a retry can proceed at once."""
-        key = _PREFIX + transaction_id
+        key = self._prefix + transaction_id
         try:
             raw = await self._redis.get(key)
             if raw is not None and orjson.loads(raw) == {"h": payload_sha256}:

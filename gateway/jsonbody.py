@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Coroutine
+from decimal import Decimal
 from typing import Any
 
 from fastapi import Request, Response
@@ -61,6 +62,8 @@ def parse(raw: bytes) -> Any:
             text,
             object_pairs_hook=_refuse_duplicates,
             parse_constant=_refuse_constant,
+            # Exact decimals: 17.340000000000000000001 must not become 17.34.
+            parse_float=Decimal,
         )
     except json.JSONDecodeError as exc:
         raise MalformedBody(

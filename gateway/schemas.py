@@ -51,9 +51,9 @@ def _parse_amount(value: Any) -> Decimal:
     if isinstance(value, bool):
         raise ValueError("must be a number")
     if isinstance(value, str):
-        if not _AMOUNT_TEXT.match(value.strip()):
+        if not _AMOUNT_TEXT.fullmatch(value):
             raise ValueError("must be a decimal number with at most two decimals")
-        amount = Decimal(value.strip())
+        amount = Decimal(value)
     elif isinstance(value, int):
         amount = Decimal(value)
     elif isinstance(value, float):
@@ -138,7 +138,7 @@ class TransactionRequest(BaseModel):
     def _currency(cls, value: Any) -> str:
         if not isinstance(value, str):
             raise ValueError("must be a string")
-        code = value.strip().upper()
+        code = value.upper() if value.isascii() else ""
         if code not in CURRENCIES:
             raise ValueError(f"unknown currency code {value!r}")
         return code
@@ -148,7 +148,7 @@ class TransactionRequest(BaseModel):
     def _country(cls, value: Any) -> str:
         if not isinstance(value, str):
             raise ValueError("must be a string")
-        code = value.strip().upper()
+        code = value.upper() if value.isascii() else ""
         if code not in COUNTRIES:
             raise ValueError(f"unknown country code {value!r}")
         return code
@@ -194,8 +194,15 @@ class TransactionRequest(BaseModel):
         return hashlib.sha256(body).hexdigest()
 
 
+# Triton's max_batch_size; MAX_BATCH_SIZE may set a lower limit. The length is
+# checked before any item is validated.
+BATCH_HARD_LIMIT = 1024
+
+
 class BatchRequest(BaseModel):
-    transactions: list[TransactionRequest] = Field(min_length=1)
+    transactions: list[TransactionRequest] = Field(
+        min_length=1, max_length=BATCH_HARD_LIMIT
+    )
 
 
 class ScoreResponse(BaseModel):

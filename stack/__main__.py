@@ -32,6 +32,15 @@ def _triton(*args: str) -> int:
     return subprocess.call([sys.executable, "-m", "triton_local", *args])
 
 
+def _triton_ready() -> bool:
+    probe = subprocess.run(
+        [sys.executable, "-m", "triton_local", "status"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return probe.returncode == 0
+
+
 def _gateway_pid() -> int | None:
     try:
         pid = int(PID_FILE.read_text())
@@ -65,7 +74,9 @@ def up(timeout_s: float) -> int:
     applied = asyncio.run(apply_migrations(settings.database_url))
     print(f"  {len(applied)} applied" if applied else "  up to date")
 
-    if _triton("up") != 0:
+    if _triton_ready():
+        print("tritonserver already running and ready; reusing it")
+    elif _triton("up") != 0:
         return 1
 
     grpc_port = os.environ.get("TRITON_GRPC_PORT", "8001")
@@ -117,7 +128,8 @@ def status() -> int:
     settings = get_settings()
     pid = _gateway_pid()
     code, body = _health(f"http://{settings.host}:{settings.port}/health")
-    print(f"gateway: {'pid ' + str(pid) if pid else 'not running'}, health {code} {body}")
+    running = f"pid {pid}" if pid else "not running"
+    print(f"gateway: {running}, health {code} {body}")
     return (_triton("status") or 0) if code == 200 else 1
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
@@ -17,10 +19,15 @@ from gateway.app import create_app
 from gateway.config import Settings
 from gateway.migrate import apply_migrations
 
+# Each run gets its own database and Redis key prefix, so that two runs on one
+# machine (or a developer's own data) never see each other's rows.
+RUN_TOKEN = uuid.uuid4().hex[:10]
+_OWN_DATABASE = "TEST_DATABASE_URL" not in os.environ
 TEST_DATABASE_URL = os.environ.get(
-    "TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/risk_test"
+    "TEST_DATABASE_URL", f"postgresql://postgres@127.0.0.1:5432/risk_test_{RUN_TOKEN}"
 )
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+TEST_REDIS_PREFIX = f"test-{RUN_TOKEN}:"
 
 GatewayFactory = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
 
@@ -58,6 +65,19 @@ async def database() -> AsyncIterator[asyncpg.Pool]:
         yield pool
     finally:
         await pool.close()
+        if _OWN_DATABASE:
+            await _drop_database(TEST_DATABASE_URL)
+
+
+async def _drop_database(dsn: str) -> None:
+    parts = urlsplit(dsn)
+    admin = await asyncpg.connect(urlunsplit(parts._replace(path="/postgres")))
+    try:
+        await admin.execute(
+            f'DROP DATABASE IF EXISTS "{parts.path.lstrip("/")}" WITH (FORCE)'
+        )
+    finally:
+        await admin.close()
 
 
 @pytest.fixture
@@ -69,10 +89,16 @@ async def db(database: asyncpg.Pool) -> asyncpg.Pool:
 @pytest.fixture
 async def redis_db() -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(TEST_REDIS_URL)
-    await client.flushdb()
+
+    async def forget() -> None:
+        async for key in client.scan_iter(match=TEST_REDIS_PREFIX + "*"):
+            await client.delete(key)
+
+    await forget()
     try:
         yield client
     finally:
+        await forget()
         await client.aclose()
 
 
@@ -89,6 +115,7 @@ def gateway(
         values: dict[str, Any] = {
             "database_url": TEST_DATABASE_URL,
             "redis_url": TEST_REDIS_URL,
+            "redis_key_prefix": TEST_REDIS_PREFIX,
             "triton_url": triton_server.grpc_url,
             "triton_timeout_ms": 2000,
         }

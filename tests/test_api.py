@@ -320,3 +320,61 @@ async def test_model_info_reads_versions_and_schema_from_triton(
         assert model["live_version"] == "1"
         assert model["feature_schema"] == "txn-basic-v1"
         assert model["usable"] is True
+
+
+async def test_amount_with_hidden_extra_decimals_is_refused_not_rounded(
+    gateway: GatewayFactory, db: asyncpg.Pool
+) -> None:
+    body = json.dumps(transaction()).replace("48.29", "17.340000000000000000001")
+    async with gateway() as client:
+        response = await client.post(
+            "/transactions", content=body, headers={"content-type": "application/json"}
+        )
+    assert response.status_code == 422
+    assert response.json()["details"][0]["field"] == "amount"
+    assert await rows(db) == []
+
+
+async def test_huge_batch_is_refused_before_validating_its_items(
+    gateway: GatewayFactory,
+) -> None:
+    body = '{"transactions": [' + ",".join(["{}"] * 21_000) + "]}"
+    async with gateway(max_body_bytes=1_000_000) as client:
+        start = time.perf_counter()
+        response = await client.post(
+            "/risk/batch", content=body, headers={"content-type": "application/json"}
+        )
+        elapsed = time.perf_counter() - start
+    assert response.status_code == 413
+    assert response.json()["error"] == "batch_too_large"
+    assert len(response.content) < 1_000
+    assert elapsed < 1.0
+
+
+async def test_many_bad_items_give_a_short_error(gateway: GatewayFactory) -> None:
+    body = {"transactions": [{} for _ in range(200)]}
+    async with gateway() as client:
+        response = await client.post("/risk/batch", json=body)
+    assert response.status_code == 422
+    assert len(response.json()["details"]) <= 20
+    assert "more problems" in response.json()["message"]
+
+
+@pytest.mark.parametrize(
+    "request_id", ['a b"<script>', "x" * 65, "id=1 status=200", "ünï"]
+)
+async def test_unsafe_request_ids_are_replaced(
+    gateway: GatewayFactory, request_id: str
+) -> None:
+    async with gateway() as client:
+        response = await client.get(
+            "/health", headers={"x-request-id": request_id.encode("utf-8")}
+        )
+    assert response.headers["x-request-id"] != request_id
+    assert len(response.headers["x-request-id"]) == 32
+
+
+async def test_safe_request_id_is_echoed(gateway: GatewayFactory) -> None:
+    async with gateway() as client:
+        response = await client.get("/health", headers={"x-request-id": "req-42.a_b"})
+    assert response.headers["x-request-id"] == "req-42.a_b"

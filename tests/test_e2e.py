@@ -18,7 +18,7 @@ import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
-from conftest import TEST_DATABASE_URL, TEST_REDIS_URL
+from conftest import TEST_DATABASE_URL, TEST_REDIS_PREFIX, TEST_REDIS_URL
 from triton_fixtures import free_port, free_ports
 
 import features
@@ -71,6 +71,7 @@ def gateway_url(
         "HOST": "127.0.0.1",
         "DATABASE_URL": TEST_DATABASE_URL,
         "REDIS_URL": TEST_REDIS_URL,
+        "REDIS_KEY_PREFIX": TEST_REDIS_PREFIX,
         "TRITON_URL": committed_triton.grpc_url,
         "TRITON_TIMEOUT_MS": "2000",
         "LOG_LEVEL": "WARNING",

@@ -172,3 +172,18 @@ def test_different_amount_is_a_different_payload() -> None:
 def test_known_bad_cases(case: str, field: str) -> None:
     body = json.loads((CASES / case).read_text())
     assert error_fields(body) == {field}
+
+
+@pytest.mark.parametrize("currency", ["uſd", "ıNR", " USD", "USD "])
+def test_currency_must_be_plain_ascii_letters(currency: str) -> None:
+    assert error_fields(valid(currency=currency)) == {"currency"}
+
+
+@pytest.mark.parametrize("country", ["ſe", " US", "US\n"])
+def test_country_must_be_plain_ascii_letters(country: str) -> None:
+    assert error_fields(valid(country=country)) == {"country"}
+
+
+@pytest.mark.parametrize("amount", [" 17.34", "17.34\n", "１７.34"])
+def test_amount_text_must_be_plain_digits(amount: str) -> None:
+    assert error_fields(valid(amount=amount)) == {"amount"}
