@@ -1,0 +1,1 @@
+"""Benchmarks of the serving path: `make bench` writes docs/benchmarks.md."""
