@@ -89,8 +89,8 @@ def test_run_directory_is_never_reused(run_dir: Path) -> None:
 def test_report_has_unseen_value_probes_and_the_extra_file(run_dir: Path) -> None:
     report = json.loads((run_dir / layout.REPORT_JSON).read_text())
     assert report["robustness_method"] == {
-        "unseen_value_rate": 0.05,
-        "swap_rate": 0.0,
+        "unseen_value_rate": 0.1,
+        "swap_rate": 0.05,
         "autoencoder_error": "blockwise",
     }
     probes = report["unseen_value_probes"]

@@ -32,13 +32,13 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     parser.add_argument(
         "--unseen-rate",
         type=float,
-        default=0.05,
+        default=0.1,
         help="per field, share of training rows whose value is moved to OTHER",
     )
     parser.add_argument(
         "--swap-rate",
         type=float,
-        default=0.0,
+        default=0.05,
         help="per field, share of training rows given a random known value",
     )
     parser.add_argument(

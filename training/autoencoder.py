@@ -278,7 +278,7 @@ def load_scorer(path: Path) -> AnomalyScorer:
     error = payload.get("error", "mse")
     scorer = AnomalyScorer(Autoencoder(n), n, payload["num_knots"], error)
     state = payload["state_dict"]
-    if "term_matrix" not in state:
-        state |= error_terms(state["std"].numpy(), error).tensors()
+    # ... and without the buffers that later error kinds added.
+    state = error_terms(state["std"].numpy(), error).tensors() | state
     scorer.load_state_dict(state)
     return scorer.eval()

@@ -40,8 +40,8 @@ class TrainConfig:
     clf_epochs: int = 15
     max_rows: int | None = None
     threads: int = 2
-    unseen_rate: float = 0.05
-    swap_rate: float = 0.0
+    unseen_rate: float = 0.1
+    swap_rate: float = 0.05
     ae_error: str = "blockwise"
     extra_eval: tuple[Path, ...] = ()
 
