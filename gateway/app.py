@@ -197,9 +197,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def service(request: Request) -> ScoringService:
         return request.app.state.service  # type: ignore[no-any-return]
 
-    @app.api_route(
+    @app.get(
         "/health",
-        methods=["GET", "HEAD"],
         response_model=HealthResponse,
         responses={
             503: {"model": HealthResponse, "description": "Triton or PostgreSQL down"},
@@ -241,6 +240,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return json_response(
             {"status": status, "checks": checks}, status=200 if essential else 503
         )
+
+    # Load balancers often probe with HEAD; same checks, no body.
+    app.add_api_route("/health", health, methods=["HEAD"], include_in_schema=False)
 
     @app.post(
         "/transactions",
@@ -365,6 +367,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "feature_schema": features.SCHEMA_ID,
                 "feature_names": list(features.FEATURE_NAMES),
                 "policy_version": svc.policy.version,
+                # When false, the versions below are the last ones seen.
+                "triton_reachable": svc.scorer.reachable,
                 "models": {
                     name: {
                         "live_version": m.live_version,

@@ -216,7 +216,9 @@ class ScoreResponse(BaseModel):
     combined_score: float | None
     decision: Decision
     processed_at: datetime
-    model_versions: dict[str, str]
+    model_versions: dict[str, str] = Field(
+        description="Live version of each model that scored; empty when degraded"
+    )
     policy_version: str
     degraded: bool = Field(
         description="True when the models could not be reached and the decision "

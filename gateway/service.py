@@ -119,7 +119,8 @@ class ScoringService:
             combined_score=None,
             decision=self.policy.failsafe,
             processed_at=datetime.now(UTC),
-            model_versions=self._versions(),
+            # No model produced this decision.
+            model_versions={},
             policy_version=self.policy.version,
             degraded=True,
         )

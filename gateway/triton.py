@@ -47,6 +47,7 @@ class TritonScorer:
         self.anomaly_model = anomaly_model
         self.classifier_model = classifier_model
         self._client = grpcclient.InferenceServerClient(url=url)
+        self.reachable = False
         self.models: dict[str, ModelState] = {
             name: ModelState(name)
             for name in (ensemble, anomaly_model, classifier_model)
@@ -73,7 +74,9 @@ class TritonScorer:
             # Keep what was last known: inference fails fast on its own while
             # Triton is down, and resumes as soon as it is back.
             log.warning("cannot read Triton's model repository: %s", exc)
+            self.reachable = False
             return
+        self.reachable = True
         ready: dict[str, list[str]] = {name: [] for name in self.models}
         for entry in index.get("models", []):
             name = entry.get("name")

@@ -194,15 +194,18 @@ async def test_unreachable_triton_fails_safe_and_is_stored_degraded(
     async with gateway(triton_url=closed_port_url("triton")) as client:
         response = await client.post("/transactions", json=transaction())
         health = await client.get("/health")
+        info = await client.get("/model/info")
     body = response.json()
     assert response.status_code == 200
     assert body["decision"] == "REVIEW"
     assert body["degraded"] is True
     assert body["anomaly_score"] is None and body["risk_probability"] is None
+    assert body["model_versions"] == {}
     (row,) = await rows(db)
     assert row["degraded"] is True and row["decision"] == "REVIEW"
     assert health.status_code == 503
     assert health.json()["checks"]["triton"] == "unavailable"
+    assert info.json()["triton_reachable"] is False
 
 
 async def test_failsafe_decision_comes_from_the_policy(
@@ -315,6 +318,7 @@ async def test_model_info_reads_versions_and_schema_from_triton(
     async with gateway() as client:
         info = (await client.get("/model/info")).json()
     assert info["feature_schema"] == "txn-basic-v1"
+    assert info["triton_reachable"] is True
     for name in ("risk_ensemble", "anomaly_autoencoder", "risk_classifier"):
         model = info["models"][name]
         assert model["live_version"] == "1"
@@ -378,3 +382,10 @@ async def test_safe_request_id_is_echoed(gateway: GatewayFactory) -> None:
     async with gateway() as client:
         response = await client.get("/health", headers={"x-request-id": "req-42.a_b"})
     assert response.headers["x-request-id"] == "req-42.a_b"
+
+
+async def test_health_answers_head_probes(gateway: GatewayFactory) -> None:
+    async with gateway() as client:
+        response = await client.head("/health")
+    assert response.status_code == 200
+    assert response.content == b""
