@@ -39,7 +39,8 @@ def verify(
 ) -> Exported:
     """Contract and parity checks; raises ExportError on any failure."""
     check_contract(model, contract)
-    return Exported(contract, model, check_parity(model, contract, reference, sample))
+    parity = check_parity(model, contract, reference, sample, atol=contract.parity_atol)
+    return Exported(contract, model, parity)
 
 
 def export_autoencoder(run: RunDir, sample: np.ndarray) -> Exported:
