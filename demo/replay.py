@@ -104,6 +104,7 @@ def outcome_from_response(
         base,
         decision=answer.get("decision"),
         degraded=bool(answer.get("degraded")),
+        replayed=response.headers.get("idempotent-replay") == "true",
     )
     return outcome, answer
 

@@ -23,6 +23,7 @@ class Outcome:
     status: int | None
     decision: str | None = None
     degraded: bool = False
+    replayed: bool = False
     error: str | None = None
 
     @property
@@ -61,6 +62,7 @@ class Summary:
     errors: dict[str, ErrorGroup] = field(default_factory=dict)
     latencies_s: list[float] = field(default_factory=list)
     degraded: int = 0
+    replayed: int = 0
     total: int = 0
     elapsed_s: float = 0.0
 
@@ -84,6 +86,8 @@ class Summary:
         self.by_label[label_row(outcome.label)][decision] += 1
         if outcome.degraded:
             self.degraded += 1
+        if outcome.replayed:
+            self.replayed += 1
 
     @property
     def failed(self) -> int:
@@ -174,6 +178,11 @@ def format_summary(summary: Summary, concurrency: int) -> str:
         + f"; degraded {summary.degraded}",
     ]
 
+    if summary.replayed:
+        lines.append(
+            f"note: {summary.replayed} answers were stored before and replayed, "
+            "not scored now (these transaction ids were sent earlier)"
+        )
     if summary.degraded:
         lines.append(
             f"warning: {summary.degraded} answers are degraded: the fail-safe "

@@ -351,3 +351,14 @@ async def test_whole_run_fails_when_a_request_fails(
 
     assert status == 1
     assert "500: 1" in capsys.readouterr().out
+
+
+def test_summary_says_how_many_answers_were_replays() -> None:
+    from demo.summary import Outcome, format_summary, summarise
+
+    outcomes = [
+        Outcome("a", None, 0.01, 200, decision="APPROVE", replayed=True),
+        Outcome("b", None, 0.01, 200, decision="FLAG"),
+    ]
+    text = format_summary(summarise(outcomes), concurrency=1)
+    assert "1 answers were stored before and replayed" in text
