@@ -237,6 +237,11 @@ class Storage:
                     await asyncio.sleep(self._group_window)
                 group = self._pending[: self._group_max]
                 del self._pending[: self._group_max]
+                # A caller that gave up (its deadline passed) was told nothing
+                # was stored: its row is not written behind its back.
+                group = [(row, done) for row, done in group if not done.done()]
+                if not group:
+                    continue
                 try:
                     await self._commit_group(group)
                 except Exception as exc:  # every caller must get an answer
@@ -269,7 +274,12 @@ class Storage:
         try:
             inserted = await self._insert_many(rows)
         except StorageUnavailable as exc:
-            for _, done in group:
+            # The rows queued behind this write would wait their own statement
+            # timeout each, one group after another, on a database that just
+            # failed: they are answered now, so that every 503 comes within
+            # one acquire and one statement timeout.
+            waiting, self._pending = self._pending, []
+            for _, done in group + waiting:
                 _settle(done, exc=exc)
             return
         except asyncpg.PostgresError:
