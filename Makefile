@@ -14,11 +14,12 @@ TRAIN_DATA ?= ../shared/data/ieee_cis_train.csv.gz
 RUN ?= $(lastword $(sort $(wildcard runs/*)))
 GATEWAY_URL ?= http://127.0.0.1:$(or $(PORT),8080)
 
-.PHONY: help install install-all demo up down status test lint train export bench clean
+.PHONY: help install install-all demo up down status test lint audit train export bench clean
 
 help:
 	@echo "make demo    start the stack and replay DATA=$(DATA) through it"
 	@echo "make test    run the whole test suite (unit, export, integration)"
+	@echo "make audit   check the installed dependencies for known vulnerabilities"
 	@echo "make up / make down / make status"
 	@echo "make train   train both models on TRAIN_DATA=$(TRAIN_DATA)"
 	@echo "make export publish the models of RUN=<runs/dir> as new versions"
@@ -63,6 +64,11 @@ demo: up
 
 test: install-all
 	$(PY) -m pytest
+
+# Known vulnerabilities in the installed (pinned) dependencies, with pip-audit;
+# "audit skipped: <reason>" when PyPI's vulnerability service is out of reach.
+audit: install-all
+	$(PY) .ci/audit.py
 
 lint: install-all
 	$(VENV)/bin/ruff check .
