@@ -24,6 +24,8 @@ from gateway.idempotency import IdempotencyStore
 from gateway.jsonbody import StrictJSONRoute
 from gateway.limits import BodySizeLimit, Deadline
 from gateway.metrics import install as install_metrics
+from gateway.outcomes import record as record_outcome
+from gateway.outcomes import transaction_record
 from gateway.policy import load_policy
 from gateway.schemas import (
     AnomalyResponse,
@@ -33,7 +35,10 @@ from gateway.schemas import (
     ErrorResponse,
     HealthResponse,
     ModelInfoResponse,
+    OutcomeRequest,
+    OutcomeResponse,
     ScoreResponse,
+    TransactionRecord,
     TransactionRequest,
 )
 from gateway.service import ScoringService
@@ -193,6 +198,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_metrics(app)
     score = requires("score")
     operator = requires("operator")
+    outcomes = requires("outcomes")
+    outcome_reader = requires("operator", "outcomes")
 
     def service(request: Request) -> ScoringService:
         return request.app.state.service  # type: ignore[no-any-return]
@@ -256,6 +263,37 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         recorded = await service(request).record(body)
         headers = {"Idempotent-Replay": "true"} if recorded.replayed else None
         return json_response(recorded.body, headers=headers)
+
+    @app.post(
+        "/outcomes",
+        status_code=201,
+        response_model=OutcomeResponse,
+        responses={
+            200: {"model": OutcomeResponse, "description": "Replay of a stored report"},
+            **_errors(400, 403, 404, 409, 413, 415, 422),
+        },
+        dependencies=[outcomes],
+        summary="Record a confirmed outcome (fraud or legitimate) of a stored "
+        "transaction",
+    )
+    async def post_outcome(body: OutcomeRequest, request: Request) -> Response:
+        """Append-only; the same outcome_id with the same fields is answered 200."""
+        recorded = await record_outcome(service(request).storage, body)
+        if recorded.replayed:
+            return json_response(recorded.body, headers={"Idempotent-Replay": "true"})
+        return json_response(recorded.body, status=201)
+
+    @app.get(
+        "/transactions/{transaction_id}",
+        response_model=TransactionRecord,
+        responses=_errors(403, 404),
+        dependencies=[outcome_reader],
+        summary="A stored decision and its confirmed outcomes",
+    )
+    async def get_transaction(transaction_id: str, request: Request) -> Response:
+        return json_response(
+            await transaction_record(service(request).storage, transaction_id)
+        )
 
     @app.post(
         "/risk/analyze",

@@ -163,10 +163,13 @@ _api_key_header = APIKeyHeader(
 )
 
 
-def requires(scope: str) -> Any:
-    """A route dependency: the caller's key must carry ``scope`` (else 403)."""
-    if scope not in SCOPES:
-        raise ValueError(f"unknown scope {scope!r}")
+def requires(*scopes: str) -> Any:
+    """A route dependency: the caller's key must carry one of ``scopes`` (else 403)."""
+    unknown = [s for s in scopes if s not in SCOPES]
+    if not scopes or unknown:
+        raise ValueError(f"unknown scope {unknown!r}")
+    needed = " or ".join(repr(s) for s in scopes)
+    lacking = "lacks scope " + " or ".join(scopes)
 
     async def check(
         request: Request, _key: str | None = Security(_api_key_header)
@@ -180,12 +183,12 @@ def requires(scope: str) -> Any:
                 f"a valid API key is required in the {HEADER} header",
                 [{"field": HEADER, "problem": "missing"}],
             )
-        if scope not in client.scopes:
+        if client.scopes.isdisjoint(scopes):
             raise ApiError(
                 403,
                 "forbidden",
-                f"this key may not use this endpoint: it needs the {scope!r} scope",
-                [{"field": HEADER, "problem": f"lacks scope {scope}"}],
+                f"this key may not use this endpoint: it needs the {needed} scope",
+                [{"field": HEADER, "problem": lacking}],
             )
 
     return Security(check)

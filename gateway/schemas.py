@@ -6,7 +6,7 @@ import hashlib
 import re
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import (
@@ -273,3 +273,85 @@ class ModelInfoResponse(BaseModel):
     feature_names: list[str]
     policy_version: str
     models: dict[str, ModelState]
+
+
+class OutcomeRequest(BaseModel):
+    """A confirmed outcome of a stored transaction (chargeback, analyst verdict)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "example": {
+                "transaction_id": "txn-0001",
+                "outcome": "fraud",
+                "source": "chargeback",
+                "reported_at": "2026-02-11T09:12:00Z",
+                "outcome_id": "cb-2026-000417",
+            }
+        },
+    )
+
+    transaction_id: Identifier
+    outcome: Literal["fraud", "legitimate"]
+    source: Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=32, pattern=r"^[a-z][a-z0-9_-]*$"),
+        Field(description="Who confirmed it: chargeback, analyst, ..."),
+    ]
+    reported_at: Annotated[
+        datetime,
+        Field(description="When the outcome became known; RFC 3339 with an offset"),
+    ]
+    outcome_id: Annotated[
+        Identifier | None,
+        Field(
+            description="The client's id for this report: sending it again with "
+            "the same fields records nothing new"
+        ),
+    ] = None
+
+    @field_validator("reported_at", mode="before")
+    @classmethod
+    def _reported_at_text(cls, value: Any) -> Any:
+        if not isinstance(value, str) or not _RFC3339.match(value):
+            raise ValueError(
+                "must be an RFC 3339 date-time with an offset, "
+                "e.g. 2026-02-11T09:12:00Z"
+            )
+        return value
+
+    @field_validator("reported_at")
+    @classmethod
+    def _reported_at_range(cls, value: datetime) -> datetime:
+        if not _EARLIEST <= value < _LATEST:
+            raise ValueError("must be between 2000-01-01 and 2100-01-01")
+        return value
+
+    def canonical(self) -> dict[str, Any]:
+        return {
+            "transaction_id": self.transaction_id,
+            "outcome": self.outcome,
+            "source": self.source,
+            "reported_at": self.reported_at.astimezone(UTC).isoformat(),
+        }
+
+    def payload_hash(self) -> str:
+        body = orjson.dumps(self.canonical(), option=orjson.OPT_SORT_KEYS)
+        return hashlib.sha256(body).hexdigest()
+
+
+class OutcomeResponse(BaseModel):
+    outcome_id: str
+    transaction_id: str
+    outcome: str
+    source: str
+    reported_at: datetime
+    recorded_at: datetime
+
+
+class TransactionRecord(BaseModel):
+    transaction_id: str
+    decision: ScoreResponse = Field(description="The answer given when it was scored")
+    outcomes: list[OutcomeResponse] = Field(
+        description="Confirmed outcomes, oldest report first"
+    )

@@ -339,6 +339,19 @@ class Storage:
             return None
         return StoredDecision(row["payload_sha256"], row["response"])
 
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection inside a transaction, committed when the block ends."""
+        pool = self._require_pool()
+        try:
+            async with (
+                pool.acquire(timeout=self._acquire_timeout) as conn,
+                conn.transaction(),
+            ):
+                yield conn
+        except _UNAVAILABLE as exc:
+            raise StorageUnavailable(str(exc) or type(exc).__name__) from exc
+
     async def ping(self) -> None:
         pool = self._require_pool()
         try:

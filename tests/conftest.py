@@ -82,7 +82,7 @@ async def _drop_database(dsn: str) -> None:
 
 @pytest.fixture
 async def db(database: asyncpg.Pool) -> asyncpg.Pool:
-    await database.execute("TRUNCATE transactions")
+    await database.execute("TRUNCATE transactions, transaction_outcomes")
     return database
 
 

@@ -1,0 +1,190 @@
+"""Confirmed outcomes: POST /outcomes, GET /transactions/{id}, append-only storage."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import asyncpg
+import pytest
+from conftest import GatewayFactory, transaction
+
+from gateway import auth
+
+SCORER = "rk_scorer_key_for_outcome_tests"
+REPORTER = "rk_reporter_key_for_outcome_tests"
+OPERATOR = "rk_operator_key_for_outcome_tests"
+API_KEYS = (
+    f"scorer:score:{auth.digest(SCORER)},"
+    f"reporter:outcomes:{auth.digest(REPORTER)},"
+    f"operator:operator:{auth.digest(OPERATOR)}"
+)
+
+
+def key(value: str) -> dict[str, str]:
+    return {"X-API-Key": value}
+
+
+def outcome(transaction_id: str, **overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "transaction_id": transaction_id,
+        "outcome": "fraud",
+        "source": "chargeback",
+        "reported_at": "2026-02-11T09:12:00+01:00",
+    }
+    body.update(overrides)
+    return body
+
+
+async def _stored(client: Any) -> str:
+    transaction_id = f"t-{uuid.uuid4().hex[:12]}"
+    response = await client.post(
+        "/transactions", json=transaction(transaction_id=transaction_id)
+    )
+    assert response.status_code == 200
+    return transaction_id
+
+
+@pytest.mark.integration
+async def test_outcome_of_a_stored_transaction_is_recorded_and_read_back(
+    gateway: GatewayFactory, db: asyncpg.Pool
+) -> None:
+    async with gateway() as client:
+        transaction_id = await _stored(client)
+        first = await client.post("/outcomes", json=outcome(transaction_id))
+        second = await client.post(
+            "/outcomes",
+            json=outcome(
+                transaction_id,
+                outcome="legitimate",
+                source="analyst",
+                reported_at="2026-02-01T10:00:00Z",
+            ),
+        )
+        record = await client.get(f"/transactions/{transaction_id}")
+    assert first.status_code == 201
+    body = first.json()
+    assert body["outcome"] == "fraud"
+    assert body["reported_at"] == "2026-02-11T08:12:00Z"
+    assert body["outcome_id"].startswith("out-")
+    assert second.status_code == 201
+    assert record.status_code == 200
+    stored = record.json()
+    assert stored["decision"]["transaction_id"] == transaction_id
+    assert stored["decision"]["decision"] in ("APPROVE", "FLAG", "REVIEW")
+    # Oldest report first, whatever order they arrived in.
+    assert [o["source"] for o in stored["outcomes"]] == ["analyst", "chargeback"]
+    count = await db.fetchval(
+        "SELECT count(*) FROM transaction_outcomes WHERE transaction_id = $1",
+        transaction_id,
+    )
+    assert count == 2
+
+
+@pytest.mark.integration
+async def test_unknown_transaction_is_404(gateway: GatewayFactory) -> None:
+    async with gateway() as client:
+        posted = await client.post("/outcomes", json=outcome("never-stored"))
+        read = await client.get("/transactions/never-stored")
+    for response in (posted, read):
+        assert response.status_code == 404
+        assert response.json()["error"] == "not_found"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"outcome": "maybe"}, "outcome"),
+        ({"source": ""}, "source"),
+        ({"source": "Charge back!"}, "source"),
+        ({"reported_at": "2026-02-11T09:12:00"}, "reported_at"),
+        ({"reported_at": "yesterday"}, "reported_at"),
+        ({"transaction_id": "bad id"}, "transaction_id"),
+        ({"surprise": 1}, "surprise"),
+        # Known before the transaction happened: impossible.
+        ({"reported_at": "2026-01-28T14:29:59Z"}, "reported_at"),
+    ],
+)
+async def test_bad_outcome_is_422_naming_the_field(
+    gateway: GatewayFactory, overrides: dict[str, Any], field: str
+) -> None:
+    async with gateway() as client:
+        transaction_id = await _stored(client)
+        response = await client.post(
+            "/outcomes", json={**outcome(transaction_id), **overrides}
+        )
+    assert response.status_code == 422
+    body = response.json()
+    assert body["error"] == "validation_error"
+    assert field in [d["field"] for d in body["details"]]
+
+
+@pytest.mark.integration
+async def test_same_outcome_id_is_recorded_once(
+    gateway: GatewayFactory, db: asyncpg.Pool
+) -> None:
+    async with gateway() as client:
+        transaction_id = await _stored(client)
+        sent = outcome(transaction_id, outcome_id="cb-000417")
+        first = await client.post("/outcomes", json=sent)
+        again = await client.post("/outcomes", json=sent)
+        other = await client.post("/outcomes", json={**sent, "outcome": "legitimate"})
+    assert first.status_code == 201
+    assert again.status_code == 200
+    assert again.headers["Idempotent-Replay"] == "true"
+    assert again.json() == first.json()
+    assert other.status_code == 409
+    assert other.json()["error"] == "idempotency_conflict"
+    rows = await db.fetchval(
+        "SELECT count(*) FROM transaction_outcomes WHERE outcome_id = 'cb-000417'"
+    )
+    assert rows == 1
+
+
+@pytest.mark.integration
+async def test_scopes_guard_outcomes(gateway: GatewayFactory) -> None:
+    async with gateway(api_keys=API_KEYS) as client:
+        scored = await client.post(
+            "/transactions",
+            json=transaction(transaction_id="t-scoped"),
+            headers=key(SCORER),
+        )
+        by_scorer = await client.post(
+            "/outcomes", json=outcome("t-scoped"), headers=key(SCORER)
+        )
+        by_reporter = await client.post(
+            "/outcomes", json=outcome("t-scoped"), headers=key(REPORTER)
+        )
+        by_operator = await client.post(
+            "/outcomes", json=outcome("t-scoped"), headers=key(OPERATOR)
+        )
+        read_scorer = await client.get("/transactions/t-scoped", headers=key(SCORER))
+        read_reporter = await client.get(
+            "/transactions/t-scoped", headers=key(REPORTER)
+        )
+        read_operator = await client.get(
+            "/transactions/t-scoped", headers=key(OPERATOR)
+        )
+    assert scored.status_code == 200
+    assert by_scorer.status_code == 403
+    assert by_scorer.json()["error"] == "forbidden"
+    assert by_reporter.status_code == 201
+    assert by_operator.status_code == 403
+    assert read_scorer.status_code == 403
+    assert read_reporter.status_code == 200
+    assert read_operator.status_code == 200
+
+
+@pytest.mark.integration
+async def test_outcomes_table_refuses_update_and_delete(
+    gateway: GatewayFactory, db: asyncpg.Pool
+) -> None:
+    async with gateway() as client:
+        transaction_id = await _stored(client)
+        response = await client.post("/outcomes", json=outcome(transaction_id))
+    assert response.status_code == 201
+    with pytest.raises(asyncpg.RestrictViolationError, match="append-only"):
+        await db.execute("UPDATE transaction_outcomes SET outcome = 'legitimate'")
+    with pytest.raises(asyncpg.RestrictViolationError, match="append-only"):
+        await db.execute("DELETE FROM transaction_outcomes")
