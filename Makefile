@@ -14,7 +14,7 @@ TRAIN_DATA ?= ../shared/data/ieee_cis_train.csv.gz
 RUN ?= $(lastword $(sort $(wildcard runs/*)))
 GATEWAY_URL ?= http://127.0.0.1:$(or $(PORT),8080)
 
-.PHONY: help install install-all demo up down status test lint audit train export bench clean
+.PHONY: help install install-all demo up down status test lint audit train export evaluate bench clean
 
 help:
 	@echo "make demo    start the stack and replay DATA=$(DATA) through it"
@@ -23,6 +23,7 @@ help:
 	@echo "make up / make down / make status"
 	@echo "make train   train both models on TRAIN_DATA=$(TRAIN_DATA)"
 	@echo "make export publish the models of RUN=<runs/dir> as new versions"
+	@echo "make evaluate DATA=later.csv HISTORY=earlier.csv  published models vs a baseline"
 	@echo "make bench   measure Triton and the gateway, write docs/benchmarks.md"
 
 $(PY):
@@ -80,6 +81,13 @@ train: install-all
 export: install-all
 	@test -n "$(RUN)" || (echo "no training run found: make train first, or RUN=runs/<dir>"; exit 2)
 	$(PY) -m export --run $(RUN) --repository model_repository --publish
+
+# The published (live) models on DATA against a gradient-boosted baseline fitted
+# on HISTORY; writes evaluations/<UTC time>/ and prints its metrics.json last.
+evaluate: install-all
+	@test -n "$(HISTORY)" || (echo "usage: make evaluate DATA=later.csv HISTORY=earlier.csv"; exit 2)
+	$(PY) -m training.evaluate_release --data $(DATA) --history $(HISTORY) \
+		--out evaluations/$$(date -u +%Y%m%dT%H%M%SZ)
 
 # About 10 minutes; everything on 127.0.0.1, on ports 18000-18302 and 18080.
 bench: $(VENV)/.installed-bench

@@ -30,6 +30,8 @@ COLUMNS: tuple[str, ...] = (
 REQUIRED_COLUMNS: tuple[str, ...] = tuple(c for c in COLUMNS if c != "product_category")
 
 UNLABELLED = -1
+# Optional column: when the label (chargeback, analyst verdict) became known.
+REPORTED_AT = "reported_at"
 
 
 class MalformedDataError(ValueError):
@@ -56,6 +58,9 @@ class Transactions:
     product_category: list[str | None]
     is_fraud: np.ndarray
     """1 fraud, 0 legitimate, ``UNLABELLED`` (-1) when the source has no label."""
+    reported_epoch: np.ndarray | None = None
+    """When each label became known (optional column ``reported_at``); NaN where
+    the file does not say. ``training.labels`` decides when a label may be used."""
 
     def __len__(self) -> int:
         return len(self.transaction_id)
@@ -84,6 +89,9 @@ class Transactions:
             currency=[self.currency[i] for i in idx],
             product_category=[self.product_category[i] for i in idx],
             is_fraud=self.is_fraud[index],
+            reported_epoch=(
+                None if self.reported_epoch is None else self.reported_epoch[index]
+            ),
         )
 
 
@@ -115,6 +123,15 @@ def _parse_label(value: str) -> int:
     return int(value)
 
 
+def _parse_reported(value: str, epoch: float) -> float:
+    if not value.strip():
+        return math.nan
+    reported = _parse_timestamp(value.strip())
+    if reported < epoch:
+        raise ValueError("is before the transaction's timestamp")
+    return reported
+
+
 def _rows(path: Path, reader: Any, header: list[str]) -> Iterator[tuple[int, dict]]:
     for row in reader:
         if not row:
@@ -143,6 +160,7 @@ def read_transactions(path: str | Path, max_rows: int | None = None) -> Transact
     currencies: list[str] = []
     categories: list[str | None] = []
     labels: list[int] = []
+    reported: list[float] = []
 
     with _open_text(path) as handle:
         reader = csv.reader(handle)
@@ -152,6 +170,7 @@ def read_transactions(path: str | Path, max_rows: int | None = None) -> Transact
         missing = [c for c in REQUIRED_COLUMNS if c not in header]
         if missing:
             raise MalformedDataError(path, 1, None, f"header lacks columns {missing}")
+        has_reported = REPORTED_AT in header
 
         for line, row in _rows(path, reader, header):
             if max_rows is not None and len(ids) >= max_rows:
@@ -166,6 +185,9 @@ def read_transactions(path: str | Path, max_rows: int | None = None) -> Transact
                 epochs.append(_parse_timestamp(row["timestamp"]))
                 column = "is_fraud"
                 labels.append(_parse_label(row["is_fraud"].strip()))
+                if has_reported:
+                    column = REPORTED_AT
+                    reported.append(_parse_reported(row[column], epochs[-1]))
             except ValueError as exc:
                 raise MalformedDataError(
                     path, line, column, f"{row[column]!r} {exc}"
@@ -189,6 +211,7 @@ def read_transactions(path: str | Path, max_rows: int | None = None) -> Transact
         currency=currencies,
         product_category=categories,
         is_fraud=np.asarray(labels, dtype=np.int8),
+        reported_epoch=np.asarray(reported, dtype=np.float64) if has_reported else None,
     )
     order = np.argsort(unordered.epoch, kind="stable")
     if np.all(order == np.arange(len(order))):
