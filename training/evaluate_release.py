@@ -285,7 +285,7 @@ def evaluate_release(
             for name, m in models.items()
         },
         "policy": {
-            "path": str(policy_path),
+            "path": _shown(policy_path),
             "version": policy.version,
             "weights": {"anomaly": policy.anomaly_weight, "risk": policy.risk_weight},
         },
@@ -306,6 +306,14 @@ def evaluate_release(
     _plots(labels, scores, out)
     (out / REPORT_MD).write_text(render_markdown(metrics))
     return metrics_path
+
+
+def _shown(path: Path) -> str:
+    """A path relative to the project where it lies inside it."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return path.name
 
 
 def _describe(path: Path, txns: Transactions, labels: np.ndarray) -> dict[str, Any]:
@@ -473,6 +481,10 @@ def render_markdown(metrics: dict[str, Any]) -> str:
                 f"{on['roc_auc']:.4f}, recall @ 1% FPR "
                 f"{_pct(on['recall_at_1pct_fpr'])} (classifier alone "
                 f"{m[CLASSIFIER]['pr_auc']:.4f}).",
+                "",
+                "The policy decides on each score's own thresholds, not on the "
+                "combined score: new weights change the reported `combined_score`, "
+                "no decision.",
             ]
         else:
             lines.append(f"Not measured: {proposal['problem']}.")
