@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -44,11 +45,15 @@ def split(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 @pytest.fixture
 def repository(tmp_path: Path) -> Path:
-    """A copy of the published models, with a version 3 that is version 1 again."""
+    """A copy of the published models, with a version 3 that is version 1 again,
+    under the ``latest`` version policy."""
     repo = tmp_path / "repo"
     for name in ("risk_classifier", "anomaly_autoencoder"):
         shutil.copytree(ROOT / "model_repository" / name, repo / name)
         shutil.copytree(repo / name / "1", repo / name / "3")
+        config = repo / name / "config.pbtxt"
+        text = re.sub(r"version_policy:.*", "", config.read_text())
+        config.write_text(text + "version_policy: { latest: { num_versions: 1 } }\n")
     return repo
 
 
@@ -152,3 +157,11 @@ def test_a_model_speaking_another_feature_schema_is_refused(repository: Path) ->
     config.write_text(config.read_text().replace("txn-basic-v1", "txn-basic-v9"))
     with pytest.raises(ValueError, match="txn-basic-v9"):
         evaluate_release.published(repository, "risk_classifier")
+
+
+def test_a_specific_version_policy_names_the_live_version(repository: Path) -> None:
+    for name in ("risk_classifier", "anomaly_autoencoder"):
+        config = repository / name / "config.pbtxt"
+        text = re.sub(r"version_policy:.*", "", config.read_text())
+        config.write_text(text + "version_policy: { specific: { versions: [ 1 ] } }\n")
+        assert evaluate_release.published(repository, name).version == 1

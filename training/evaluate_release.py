@@ -54,6 +54,7 @@ HIST_PNG = "score_histograms.png"
 BASELINE_SEED = 0
 WEIGHT_GRID = np.round(np.arange(0.0, 1.0001, 0.05), 2)
 _CHUNK = 65_536
+_SPECIFIC = re.compile(r"specific\s*:?\s*\{\s*versions\s*:\s*\[([^\]]*)\]")
 _SCHEMA = re.compile(
     r'key:\s*"feature_schema"\s*value:\s*\{\s*string_value:\s*"([^"]+)"'
 )
@@ -68,7 +69,11 @@ class Published:
 
 
 def published(repository: Path, name: str) -> Published:
-    """The live version of a model: the highest numbered one with a model.onnx."""
+    """The live version of a model, the one Triton serves.
+
+    The highest version directory with a ``model.onnx``, among the versions
+    that ``config.pbtxt`` names when its version policy is ``specific``.
+    """
     directory = repository / name
     versions = (
         sorted(
@@ -88,6 +93,14 @@ def published(repository: Path, name: str) -> Published:
         raise ValueError(
             f"{config}: feature schema {found}, this code encodes {features.SCHEMA_ID}"
         )
+    specific = _SPECIFIC.search(config.read_text())
+    if specific is not None:
+        named = {int(v) for v in re.findall(r"\d+", specific.group(1))}
+        versions = [v for v in versions if v in named]
+        if not versions:
+            raise FileNotFoundError(
+                f"{config} names versions {sorted(named)}, none of them published"
+            )
     version = versions[-1]
     card_path = directory / str(version) / "model_card.json"
     card = json.loads(card_path.read_text()) if card_path.is_file() else {}
