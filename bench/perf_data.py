@@ -19,14 +19,11 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "samples" / "afd_coldstart_sample.csv"
 OUT = Path(__file__).resolve().parent / "perf_data"
 ROWS = 256
-FIELDS = (
-    "user_id",
-    "amount",
-    "currency",
-    "country",
-    "device",
-    "timestamp",
-    "product_category",
+# Everything but the id: each row is encoded, not sent.
+FIELDS = tuple(
+    f
+    for f in (*features.REQUIRED_FIELDS, *features.OPTIONAL_FIELDS)
+    if f != "transaction_id"
 )
 
 

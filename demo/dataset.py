@@ -12,19 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TextIO
 
+import features
+
 AmountFormat = Literal["number", "string"]
 
-REQUIRED_COLUMNS: tuple[str, ...] = (
-    "transaction_id",
-    "user_id",
-    "amount",
-    "currency",
-    "country",
-    "device",
-    "timestamp",
-)
-OPTIONAL_COLUMNS: tuple[str, ...] = ("product_category",)
-LABEL_COLUMN = "is_fraud"
+REQUIRED_COLUMNS: tuple[str, ...] = features.REQUIRED_FIELDS
+OPTIONAL_COLUMNS: tuple[str, ...] = features.OPTIONAL_FIELDS
+LABEL_COLUMN = features.LABEL_FIELD
 
 _JSON_NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?")
 _GZIP_MAGIC = b"\x1f\x8b"

@@ -24,6 +24,20 @@ SCHEMA_NAME = "txn-basic"
 SCHEMA_VERSION = 1
 SCHEMA_ID = f"{SCHEMA_NAME}-v{SCHEMA_VERSION}"
 
+# The fields of a transaction, as a request or a CSV row carries them (CSV
+# files add the label column `is_fraud`).
+REQUIRED_FIELDS: tuple[str, ...] = (
+    "transaction_id",
+    "user_id",
+    "amount",
+    "currency",
+    "country",
+    "device",
+    "timestamp",
+)
+OPTIONAL_FIELDS: tuple[str, ...] = ("product_category",)
+LABEL_FIELD = "is_fraud"
+
 # Every categorical field has an explicit bucket for values never seen in
 # training. The vocabularies are part of the schema: changing one is a new
 # schema version, because it moves the columns that a model was trained on.

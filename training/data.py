@@ -17,17 +17,11 @@ import numpy as np
 import features
 
 COLUMNS: tuple[str, ...] = (
-    "transaction_id",
-    "user_id",
-    "amount",
-    "currency",
-    "country",
-    "device",
-    "timestamp",
-    "product_category",
-    "is_fraud",
+    *features.REQUIRED_FIELDS,
+    *features.OPTIONAL_FIELDS,
+    features.LABEL_FIELD,
 )
-REQUIRED_COLUMNS: tuple[str, ...] = tuple(c for c in COLUMNS if c != "product_category")
+REQUIRED_COLUMNS: tuple[str, ...] = features.REQUIRED_FIELDS
 
 UNLABELLED = -1
 # Optional column: when the label (chargeback, analyst verdict) became known.
