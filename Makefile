@@ -14,7 +14,7 @@ TRAIN_DATA ?= ../shared/data/ieee_cis_train.csv.gz
 RUN ?= $(lastword $(sort $(wildcard runs/*)))
 GATEWAY_URL ?= http://127.0.0.1:$(or $(PORT),8080)
 
-.PHONY: help install install-all demo up down status test lint audit train export evaluate bench clean
+.PHONY: help install install-all demo up down status test lint audit train export evaluate live rollback releases bench clean
 
 help:
 	@echo "make demo    start the stack and replay DATA=$(DATA) through it"
@@ -24,6 +24,9 @@ help:
 	@echo "make train   train both models on TRAIN_DATA=$(TRAIN_DATA)"
 	@echo "make export publish the models of RUN=<runs/dir> as new versions"
 	@echo "make evaluate DATA=later.csv HISTORY=earlier.csv  published models vs a baseline"
+	@echo "make live MODEL=risk_classifier VERSION=3   make a published version live"
+	@echo "make rollback MODEL=risk_classifier         back to the previous live version"
+	@echo "make releases                               live versions, versions on disk"
 	@echo "make bench   measure Triton and the gateway, write docs/benchmarks.md"
 
 $(PY):
@@ -84,6 +87,19 @@ export: install-all
 
 # The published (live) models on DATA against a gradient-boosted baseline fitted
 # on HISTORY; writes evaluations/<UTC time>/ and prints its metrics.json last.
+# Live versions: recorded in each config.pbtxt, logged to model_repository/RELEASES.log.
+# TRITON_HTTP_URL (default http://127.0.0.1:8000) is the Triton to ask.
+live: install
+	@test -n "$(MODEL)" -a -n "$(VERSION)" || (echo "usage: make live MODEL=<name> VERSION=<n>"; exit 2)
+	$(PY) -m export.live live --model $(MODEL) --version $(VERSION)
+
+rollback: install
+	@test -n "$(MODEL)" || (echo "usage: make rollback MODEL=<name>"; exit 2)
+	$(PY) -m export.live rollback --model $(MODEL)
+
+releases: install
+	$(PY) -m export.live status
+
 evaluate: install-all
 	@test -n "$(HISTORY)" || (echo "usage: make evaluate DATA=later.csv HISTORY=earlier.csv"; exit 2)
 	$(PY) -m training.evaluate_release --data $(DATA) --history $(HISTORY) \

@@ -43,7 +43,7 @@ output [
     dims: [ {contract.output_width} ]
   }}
 ]
-version_policy: {{ latest: {{ num_versions: 1 }} }}
+version_policy: {{ specific: {{ versions: [ 1 ] }} }}
 instance_group [
   {{
     count: 1

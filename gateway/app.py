@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import features
+from gateway import repository
 from gateway.auth import Authenticate, KeyRing, parse_api_keys, requires
 from gateway.config import Settings, get_settings
 from gateway.errors import ApiError, install_error_handlers, json_response
@@ -43,7 +44,7 @@ from gateway.schemas import (
 )
 from gateway.service import ScoringService
 from gateway.storage import Storage, StorageUnavailable
-from gateway.triton import ScoringUnavailable, TritonScorer
+from gateway.triton import ModelState, ScoringUnavailable, TritonScorer
 
 log = logging.getLogger("gateway")
 access_log = logging.getLogger("gateway.access")
@@ -348,9 +349,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         batch = features.encode([body.model_dump()])
         try:
             if model == svc.scorer.anomaly_model:
-                value = await svc.scorer.anomaly(batch)
+                value, version = await svc.scorer.anomaly(batch)
             else:
-                value = await svc.scorer.classify(batch)
+                value, version = await svc.scorer.classify(batch)
         except ScoringUnavailable as exc:
             log.warning("%s unavailable: %s", model, exc)
             raise ApiError(
@@ -362,7 +363,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {
             "transaction_id": body.transaction_id,
             "value": float(value[0]),
-            "model_version": svc.scorer.versions_for(model)[model],
+            "model_version": version,
             "processed_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         }
 
@@ -398,8 +399,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Live model versions and feature schemas, from Triton",
     )
     async def model_info(request: Request) -> Response:
+        """Versions ready in Triton; on disk and model cards with MODEL_REPOSITORY."""
         svc = service(request)
         await svc.scorer.refresh()
+        disk = settings.model_repository
+
+        def described(m: ModelState) -> dict[str, Any]:
+            on_disk = training = None
+            if disk is not None:
+                on_disk = repository.versions_on_disk(disk, m.name)
+                if m.live_version is not None:
+                    training = repository.training_summary(
+                        disk, m.name, m.live_version
+                    )
+            return {
+                "live_version": m.live_version,
+                "versions": m.versions,
+                "versions_on_disk": on_disk,
+                "failed_versions": m.failed,
+                "feature_schema": m.feature_schema,
+                "usable": m.usable,
+                "problem": m.problem,
+                "refused": m.refused,
+                "training": training,
+            }
+
         return json_response(
             {
                 "feature_schema": features.SCHEMA_ID,
@@ -408,14 +432,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 # When false, the versions below are the last ones seen.
                 "triton_reachable": svc.scorer.reachable,
                 "models": {
-                    name: {
-                        "live_version": m.live_version,
-                        "versions": m.versions,
-                        "feature_schema": m.feature_schema,
-                        "usable": m.usable,
-                        "problem": m.problem,
-                    }
-                    for name, m in svc.scorer.models.items()
+                    name: described(m) for name, m in svc.scorer.models.items()
                 },
             }
         )

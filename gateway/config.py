@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     triton_anomaly_model: str = "anomaly_autoencoder"
     triton_classifier_model: str = "risk_classifier"
     model_refresh_s: float = Field(default=5.0, gt=0)
+    # Triton's model repository, where the gateway can read it too: adds the
+    # versions on disk and the model cards' metrics to GET /model/info.
+    model_repository: Path | None = None
 
     policy_path: Path = PROJECT_ROOT / "config" / "policy.toml"
     max_body_bytes: int = Field(default=65_536, ge=1024)

@@ -262,10 +262,22 @@ class HealthResponse(BaseModel):
 
 class ModelState(BaseModel):
     live_version: str | None
-    versions: list[str]
+    versions: list[str] = Field(description="versions ready in Triton")
+    versions_on_disk: list[str] | None = Field(
+        None, description="version directories; null unless MODEL_REPOSITORY is set"
+    )
+    failed_versions: dict[str, str] = Field(
+        default_factory=dict, description="version -> why Triton failed to load it"
+    )
     feature_schema: str | None
     usable: bool
     problem: str | None
+    refused: str | None = Field(
+        None, description="newer versions not used, and why (feature schema)"
+    )
+    training: dict[str, Any] | None = Field(
+        None, description="the live version's model card; null unless readable"
+    )
 
 
 class ModelInfoResponse(BaseModel):

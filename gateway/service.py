@@ -18,7 +18,7 @@ from gateway.metrics import DECISIONS, DEGRADED, stage, validated
 from gateway.policy import Policy
 from gateway.schemas import ScoreResponse, TransactionRequest
 from gateway.storage import Storage, StorageUnavailable, StoredDecision
-from gateway.triton import ScoringUnavailable, TritonScorer
+from gateway.triton import Scores, ScoringUnavailable, TritonScorer
 
 log = logging.getLogger("gateway.service")
 
@@ -59,13 +59,6 @@ class ScoringService:
         # process queue here rather than each holding a pooled connection.
         self._local: dict[str, tuple[asyncio.Lock, list[int]]] = {}
 
-    def _versions(self) -> dict[str, str]:
-        return self.scorer.versions_for(
-            self.scorer.ensemble,
-            self.scorer.anomaly_model,
-            self.scorer.classifier_model,
-        )
-
     async def evaluate(self, requests: list[TransactionRequest]) -> list[ScoreResponse]:
         """Score transactions in one Triton call and apply the policy to each."""
         validated()
@@ -73,7 +66,7 @@ class ScoringService:
             batch = features.encode(r.model_dump() for r in requests)
         try:
             with stage("triton"):
-                anomaly, risk = await self.scorer.score(batch)
+                scores = await self.scorer.score(batch)
         except ScoringUnavailable as exc:
             log.warning(
                 "scoring degraded to fail-safe %s: %s", self.policy.failsafe, exc
@@ -83,19 +76,17 @@ class ScoringService:
             return [self._failsafe(r) for r in requests]
 
         with stage("policy"):
-            responses = self._decide(requests, anomaly, risk)
+            responses = self._decide(requests, scores)
         for response in responses:
             DECISIONS.labels(response.decision.value).inc()
         return responses
 
     def _decide(
-        self,
-        requests: list[TransactionRequest],
-        anomaly: Any,
-        risk: Any,
+        self, requests: list[TransactionRequest], scores: Scores
     ) -> list[ScoreResponse]:
         processed_at = datetime.now(UTC)
-        versions = self._versions()
+        # The versions that computed these scores, as Triton reported them.
+        versions = scores.versions
         return [
             ScoreResponse(
                 transaction_id=r.transaction_id,
@@ -108,7 +99,7 @@ class ScoringService:
                 policy_version=self.policy.version,
                 degraded=False,
             )
-            for r, a, p in zip(requests, anomaly, risk, strict=True)
+            for r, a, p in zip(requests, scores.anomaly, scores.risk, strict=True)
         ]
 
     def _failsafe(self, request: TransactionRequest) -> ScoreResponse:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 
@@ -37,10 +38,26 @@ class ModelState:
     versions: list[str] = field(default_factory=list)
     feature_schema: str | None = None
     problem: str | None = None
+    # Versions Triton failed to load, with its reason; they never serve.
+    failed: dict[str, str] = field(default_factory=dict)
+    # Why newer ready versions are not used while an older one is kept.
+    refused: str | None = None
+    # Versions seen ready while the model spoke our feature schema.
+    accepted: set[str] = field(default_factory=set)
+    # Set while newer versions are refused: every call names this version.
+    pinned_version: str | None = None
 
     @property
     def usable(self) -> bool:
         return self.live_version is not None and self.problem is None
+
+
+@dataclass(frozen=True)
+class Scores:
+    anomaly: np.ndarray
+    risk: np.ndarray
+    # Model name -> the version Triton says computed the scores.
+    versions: dict[str, str]
 
 
 class TritonScorer:
@@ -71,9 +88,12 @@ class TritonScorer:
         await self._client.close()
 
     async def server_ready(self) -> bool:
+        # Liveness, not Triton's strict readiness: after any failed model load
+        # (a broken version dropped in) /v2/health/ready stays false although
+        # every live version serves. Each model's readiness comes from refresh.
         try:
             return bool(
-                await self._client.is_server_ready(client_timeout=self._timeout)
+                await self._client.is_server_live(client_timeout=self._timeout)
             )
         except (TimeoutError, InferenceServerException, OSError):
             return False
@@ -92,32 +112,58 @@ class TritonScorer:
             return
         self.reachable = True
         ready: dict[str, list[str]] = {name: [] for name in self.models}
+        failed: dict[str, dict[str, str]] = {name: {} for name in self.models}
         for entry in index.get("models", []):
-            name = entry.get("name")
-            if name in ready and entry.get("state") == "READY" and entry.get("version"):
-                ready[name].append(entry["version"])
+            name, version = entry.get("name"), entry.get("version")
+            if name not in ready or not version:
+                continue
+            if entry.get("state") == "READY":
+                ready[name].append(version)
+            elif entry.get("state") == "UNAVAILABLE" and entry.get("reason") not in (
+                None,
+                "",
+                "unloaded",
+            ):
+                failed[name][version] = entry["reason"]
         for name, state in self.models.items():
-            versions = sorted(ready[name], key=int)
-            state.versions = versions
-            state.live_version = versions[-1] if versions else None
-            if state.live_version is None:
+            state.versions = sorted(ready[name], key=int)
+            state.failed = failed[name]
+            if not state.versions:
+                state.live_version = None
                 state.problem = "no ready version"
                 continue
             state.feature_schema = await self._feature_schema(name)
-            if state.feature_schema != features.SCHEMA_ID:
-                if state.problem is None or "schema" not in state.problem:
-                    log.error(
-                        "model %s speaks feature schema %r; this gateway speaks %r",
-                        name,
-                        state.feature_schema,
-                        features.SCHEMA_ID,
-                    )
-                state.problem = (
-                    f"feature schema {state.feature_schema!r} is not "
-                    f"{features.SCHEMA_ID!r}"
-                )
-            else:
-                state.problem = None
+            self._judge_schema(state)
+
+    def _judge_schema(self, state: ModelState) -> None:
+        """Follow Triton's newest version, unless it speaks another schema.
+
+        Then an older version that this gateway accepted stays in use (each
+        call names it) for as long as Triton keeps it loaded.
+        """
+        if state.feature_schema == features.SCHEMA_ID:
+            state.accepted.update(state.versions)
+            state.live_version = state.versions[-1]
+            state.pinned_version = None
+            state.problem = state.refused = None
+            return
+        why = (
+            f"feature schema {state.feature_schema!r} is not "
+            f"{features.SCHEMA_ID!r}, the one this gateway speaks"
+        )
+        kept = [v for v in state.versions if v in state.accepted]
+        newer = [v for v in state.versions if v not in state.accepted]
+        message = f"refused version(s) {', '.join(newer) or 'all'}: {why}"
+        if message != (state.refused or state.problem):
+            log.error("model %s: %s", state.name, message)
+        if kept:
+            state.pinned_version = state.live_version = kept[-1]
+            state.refused = f"{message}; version {kept[-1]} stays live"
+            state.problem = None
+        else:
+            state.pinned_version = state.live_version = None
+            state.refused = None
+            state.problem = message
 
     async def _feature_schema(self, model: str) -> str | None:
         try:
@@ -135,7 +181,8 @@ class TritonScorer:
 
     async def _infer(
         self, model: str, batch: np.ndarray, outputs: tuple[str, ...]
-    ) -> list[np.ndarray]:
+    ) -> tuple[list[np.ndarray], str]:
+        """The outputs, and the version that Triton says produced them."""
         state = self.models[model]
         if not state.usable:
             raise ScoringUnavailable(f"{model}: {state.problem or 'not ready'}")
@@ -144,7 +191,11 @@ class TritonScorer:
         requested = [grpcclient.InferRequestedOutput(name) for name in outputs]
         try:
             result = await self._client.infer(
-                model, [tensor], outputs=requested, client_timeout=self._timeout
+                model,
+                [tensor],
+                model_version=state.pinned_version or "",
+                outputs=requested,
+                client_timeout=self._timeout,
             )
         except (TimeoutError, InferenceServerException, OSError) as exc:
             raise ScoringUnavailable(f"{model}: {exc}") from exc
@@ -157,21 +208,40 @@ class TritonScorer:
             if not np.all(np.isfinite(values)) or np.any((values < 0) | (values > 1)):
                 raise ScoringUnavailable(f"{model}: {name} outside [0, 1]")
             arrays.append(values)
-        return arrays
+        version = result.get_response().model_version or "unknown"
+        return arrays, version
 
-    async def score(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Anomaly scores and fraud probabilities for each row, in one call."""
-        anomaly, risk = await self._infer(
-            self.ensemble, batch, ("anomaly_score", "risk_probability")
+    async def score(self, batch: np.ndarray) -> Scores:
+        """Anomaly scores and fraud probabilities for each row.
+
+        The two models are called side by side rather than through the
+        ensemble: each answer names the version that computed it, so the
+        versions recorded with a decision are exact even while Triton has an
+        old and a new version ready during a swap (the ensemble would name
+        only itself). Measured cost: about 10 % more latency per call at
+        concurrency 1-8 on this 2-core machine (see README).
+        """
+        (anomaly, anomaly_version), (risk, risk_version) = await asyncio.gather(
+            self._infer(self.anomaly_model, batch, ("anomaly_score",)),
+            self._infer(self.classifier_model, batch, ("risk_probability",)),
         )
-        return anomaly, risk
+        return Scores(
+            anomaly[0],
+            risk[0],
+            {
+                self.anomaly_model: anomaly_version,
+                self.classifier_model: risk_version,
+            },
+        )
 
-    async def anomaly(self, batch: np.ndarray) -> np.ndarray:
-        (values,) = await self._infer(self.anomaly_model, batch, ("anomaly_score",))
-        return values
+    async def anomaly(self, batch: np.ndarray) -> tuple[np.ndarray, str]:
+        (values,), version = await self._infer(
+            self.anomaly_model, batch, ("anomaly_score",)
+        )
+        return values, version
 
-    async def classify(self, batch: np.ndarray) -> np.ndarray:
-        (values,) = await self._infer(
+    async def classify(self, batch: np.ndarray) -> tuple[np.ndarray, str]:
+        (values,), version = await self._infer(
             self.classifier_model, batch, ("risk_probability",)
         )
-        return values
+        return values, version

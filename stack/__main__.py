@@ -80,7 +80,15 @@ def up(timeout_s: float) -> int:
         return 1
 
     grpc_port = os.environ.get("TRITON_GRPC_PORT", "8001")
-    env = {"TRITON_URL": f"127.0.0.1:{grpc_port}", **os.environ}
+    env = {
+        "TRITON_URL": f"127.0.0.1:{grpc_port}",
+        # The gateway sees the repository that the local Triton serves, so
+        # GET /model/info can show the versions on disk and the model cards.
+        "MODEL_REPOSITORY": os.environ.get(
+            "TRITON_MODEL_REPOSITORY", str(PROJECT_ROOT / "model_repository")
+        ),
+        **os.environ,
+    }
     health_url = f"http://{settings.host}:{settings.port}/health"
     if _gateway_pid() is None:
         with LOG_FILE.open("ab") as log:

@@ -61,7 +61,11 @@ async def test_transaction_is_scored_and_stored(
     )
     assert body["decision"] in {"APPROVE", "FLAG", "REVIEW"}
     assert body["degraded"] is False
-    assert body["model_versions"]["risk_ensemble"] == "1"
+    # The versions that computed the scores, as Triton reported them.
+    assert body["model_versions"] == {
+        "anomaly_autoencoder": "1",
+        "risk_classifier": "1",
+    }
     assert body["policy_version"]
 
     (row,) = await rows(db)

@@ -6,7 +6,7 @@ Import the fixtures from tests/conftest.py:
 
 from __future__ import annotations
 
-import shutil
+import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,7 +69,15 @@ def build_test_repository(target: Path) -> Path:
     for config in sorted(COMMITTED_REPOSITORY.glob("*/config.pbtxt")):
         model_dir = target / config.parent.name
         (model_dir / "1").mkdir(parents=True)
-        shutil.copy(config, model_dir / "config.pbtxt")
+        # The committed configs name their live version; here the newest
+        # version directory is served, as tests publish stand-ins freely.
+        text = re.sub(
+            r"^version_policy:.*$",
+            "version_policy: { latest: { num_versions: 1 } }",
+            config.read_text(),
+            flags=re.MULTILINE,
+        )
+        (model_dir / "config.pbtxt").write_text(text)
     for model, (output, seed) in STAND_INS.items():
         write_linear_onnx(target / model / "1" / "model.onnx", output, seed)
     return target

@@ -1,0 +1,404 @@
+"""Which version of a model Triton serves: go live, roll back, and the record.
+
+The live version is recorded in the model's ``config.pbtxt`` as
+``version_policy: { specific: { versions: [ N ] } }``, so a restarted Triton
+serves the same version. Every change is appended to ``RELEASES.log`` at the
+top of the repository (one JSON object a line; Triton only looks at
+directories that hold a ``config.pbtxt``) and printed.
+
+A change is made in Triton as one step that never drops a request: Triton
+loads the new version next to the old one and unloads the old one only once
+the new one is ready. In explicit model control mode the command asks Triton
+to load the model and gets its verdict; in poll mode it waits for the poll to
+do the same. A version that fails to load leaves the old one serving, and the
+record is put back, so a restart keeps the old version too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import getpass
+import json
+import os
+import re
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import features
+from export.errors import ExportError, SchemaMismatchError
+from export.repository import (
+    CONFIG,
+    MODEL_FILE,
+    _locked,
+    _write_atomically,
+    config_feature_schema,
+    versions,
+)
+
+RELEASES_LOG = "RELEASES.log"
+_POLICY = re.compile(r"^version_policy:.*$", re.MULTILINE)
+_SPECIFIC = re.compile(r"specific:\s*\{\s*versions:\s*\[([^\]]*)\]")
+# Requests to our own Triton must never go through a proxy.
+_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class ReleaseError(ExportError):
+    """The live version was not changed."""
+
+
+@dataclass(frozen=True)
+class Release:
+    at: str
+    who: str
+    action: str
+    model: str
+    from_version: int | None
+    to_version: int
+    outcome: str  # "ok", "unchanged" or "failed"
+    detail: str = ""
+
+    def line(self) -> str:
+        return json.dumps(asdict(self), sort_keys=False)
+
+
+def live_version(model_dir: Path) -> int | None:
+    """The version the config makes live: its one specific version, else the
+    newest on disk (``latest: 1``)."""
+    text = (model_dir / CONFIG).read_text()
+    match = _SPECIFIC.search(text)
+    if match:
+        numbers = [int(v) for v in re.findall(r"\d+", match.group(1))]
+        return max(numbers) if numbers else None
+    return max(versions(model_dir), default=None)
+
+
+def policy_text(config_text: str, version: int) -> str:
+    policy = f"version_policy: {{ specific: {{ versions: [ {version} ] }} }}"
+    if _POLICY.search(config_text) is None:
+        return config_text.rstrip("\n") + "\n" + policy + "\n"
+    return _POLICY.sub(policy, config_text, count=1)
+
+
+def check_version(model_dir: Path, version: int) -> None:
+    """Refuse a version that is missing or speaks another feature schema."""
+    version_dir = model_dir / str(version)
+    if not (version_dir / MODEL_FILE).is_file():
+        raise ReleaseError(f"{version_dir} has no {MODEL_FILE}; publish it first")
+    schema = config_feature_schema(model_dir / CONFIG)
+    if schema != features.SCHEMA_ID:
+        raise SchemaMismatchError(
+            f"{model_dir / CONFIG} declares feature schema {schema!r}; "
+            f"this code speaks {features.SCHEMA_ID!r}"
+        )
+    card = version_dir / "model_card.json"
+    if card.is_file():
+        trained_on = json.loads(card.read_text()).get("feature_schema")
+        if trained_on != schema:
+            raise SchemaMismatchError(
+                f"version {version} was trained on feature schema {trained_on!r}, "
+                f"the model's config declares {schema!r}"
+            )
+
+
+def history(repository: Path, model: str) -> list[Release]:
+    path = repository / RELEASES_LOG
+    if not path.is_file():
+        return []
+    entries = []
+    for raw in path.read_text().splitlines():
+        try:
+            entry = Release(**json.loads(raw))
+        except (json.JSONDecodeError, TypeError):
+            continue
+        if entry.model == model:
+            entries.append(entry)
+    return entries
+
+
+def previous_version(repository: Path, model: str) -> int | None:
+    """The version that was live before the current one.
+
+    Replays the log: a go-live pushes a version, a rollback pops one. Without
+    enough history, the newest version on disk below the live one.
+    """
+    model_dir = repository / model
+    current = live_version(model_dir)
+    stack: list[int] = []
+    for entry in history(repository, model):
+        if entry.outcome != "ok":
+            continue
+        if entry.action == "rollback":
+            if stack:
+                stack.pop()
+            if not stack or stack[-1] != entry.to_version:
+                stack.append(entry.to_version)
+            continue
+        if not stack and entry.from_version is not None:
+            stack.append(entry.from_version)
+        stack.append(entry.to_version)
+    if len(stack) >= 2 and stack[-1] == current:
+        return stack[-2]
+    older = [v for v in versions(model_dir) if current is None or v < current]
+    return max(older, default=None)
+
+
+class Triton:
+    """Triton's HTTP model repository API, as much as a release needs."""
+
+    def __init__(self, url: str, timeout_s: float = 120.0) -> None:
+        self.url = url.rstrip("/")
+        self.timeout_s = timeout_s
+
+    def _post(self, path: str, body: dict[str, Any]) -> tuple[int, str]:
+        request = urllib.request.Request(
+            self.url + path,
+            data=json.dumps(body).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with _HTTP.open(request, timeout=self.timeout_s) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode(errors="replace")
+        except (urllib.error.URLError, OSError) as exc:
+            raise ReleaseError(f"Triton at {self.url} is unreachable: {exc}") from exc
+
+    def states(self, model: str) -> dict[int, tuple[str, str]]:
+        """Version -> (state, reason) of one model, from the repository index."""
+        status, body = self._post("/v2/repository/index", {})
+        if status != 200:
+            raise ReleaseError(f"Triton's repository index answered {status}: {body}")
+        return {
+            int(entry["version"]): (entry.get("state", ""), entry.get("reason", ""))
+            for entry in json.loads(body)
+            if entry.get("name") == model and str(entry.get("version", "")).isdigit()
+        }
+
+    def load(self, model: str) -> bool:
+        """Ask Triton to (re)load a model; False when Triton polls instead."""
+        status, body = self._post(f"/v2/repository/models/{model}/load", {})
+        if status == 200:
+            return True
+        if "polling" in body:
+            return False
+        raise ReleaseError(f"Triton refused to load {model}: {_error(body)}")
+
+    def wait_live(self, model: str, version: int, timeout_s: float) -> None:
+        """Until ``version`` alone is READY; raises when it fails to load."""
+        deadline = time.monotonic() + timeout_s
+        seen_loading = False
+        while True:
+            states = self.states(model)
+            state, reason = states.get(version, ("", ""))
+            ready = {v for v, (s, _) in states.items() if s == "READY"}
+            if ready == {version}:
+                return
+            seen_loading = seen_loading or state == "LOADING"
+            if seen_loading and state == "UNAVAILABLE" and reason != "unloaded":
+                raise ReleaseError(
+                    f"Triton failed to load version {version}: {_first_line(reason)}"
+                )
+            if time.monotonic() > deadline:
+                raise ReleaseError(
+                    f"version {version} of {model} not live after {timeout_s:.0f} s "
+                    f"(Triton says {state or 'nothing'} {reason})".rstrip()
+                )
+            time.sleep(0.2)
+
+
+def _error(body: str) -> str:
+    try:
+        message = str(json.loads(body).get("error", body))
+    except json.JSONDecodeError:
+        message = body
+    return _first_line(message)
+
+
+def _first_line(message: str) -> str:
+    """Triton's reasons carry the backend's traceback; the first line says it."""
+    return message.strip().splitlines()[0][:400] if message.strip() else message
+
+
+def operator() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = f"uid {os.getuid()}"
+    return f"{user}@{socket.gethostname()}"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _append(repository: Path, release: Release, echo: Callable[[str], None]) -> None:
+    with (repository / RELEASES_LOG).open("a") as log:
+        log.write(release.line() + "\n")
+        log.flush()
+        os.fsync(log.fileno())
+    echo(release.line())
+
+
+def go_live(
+    repository: Path,
+    model: str,
+    version: int,
+    *,
+    triton: Triton | None,
+    who: str | None = None,
+    action: str = "live",
+    timeout_s: float = 120.0,
+    echo: Callable[[str], None] = print,
+) -> Release:
+    """Make ``version`` the one live version of ``model``, or change nothing."""
+    model_dir = repository / model
+    if not (model_dir / CONFIG).is_file():
+        raise ReleaseError(f"no model {model!r} in {repository}")
+    who = who or operator()
+
+    with _locked(model_dir):
+        current = live_version(model_dir)
+
+        def record(outcome: str, detail: str = "") -> Release:
+            entry = Release(
+                _now(), who, action, model, current, version, outcome, detail
+            )
+            _append(repository, entry, echo)
+            return entry
+
+        try:
+            check_version(model_dir, version)
+        except ExportError as exc:
+            record("failed", str(exc))
+            raise
+        config = model_dir / CONFIG
+        before = config.read_text()
+        after = policy_text(before, version)
+        if current == version and after == before:
+            return record("unchanged", f"version {version} is already live")
+
+        _write_atomically(config, after.encode())
+        if triton is None:
+            return record("ok", "recorded only; Triton was not asked")
+        explicit: bool | None = None  # None: Triton refused the load
+        try:
+            explicit = triton.load(model)
+            triton.wait_live(model, version, timeout_s)
+        except ReleaseError as exc:
+            # Put the record back so that Triton (now, or after a restart)
+            # keeps serving the version that was live.
+            _write_atomically(config, before.encode())
+            if explicit is not False:
+                with contextlib.suppress(ReleaseError):
+                    triton.load(model)
+            record("failed", f"{exc}; version {current} still live")
+            raise
+        how = "loaded by Triton" if explicit else "picked up by Triton's poll"
+        return record("ok", how)
+
+
+def rollback(
+    repository: Path,
+    model: str,
+    *,
+    triton: Triton | None,
+    who: str | None = None,
+    timeout_s: float = 120.0,
+    echo: Callable[[str], None] = print,
+) -> Release:
+    """Back to the version that was live before the current one."""
+    if not (repository / model / CONFIG).is_file():
+        raise ReleaseError(f"no model {model!r} in {repository}")
+    target = previous_version(repository, model)
+    if target is None:
+        raise ReleaseError(f"{model} has no earlier version to roll back to")
+    return go_live(
+        repository,
+        model,
+        target,
+        triton=triton,
+        who=who,
+        action="rollback",
+        timeout_s=timeout_s,
+        echo=echo,
+    )
+
+
+def status(repository: Path) -> dict[str, dict[str, Any]]:
+    out = {}
+    for config in sorted(repository.glob("*/" + CONFIG)):
+        model_dir = config.parent
+        if "onnxruntime_onnx" not in config.read_text():
+            continue
+        out[model_dir.name] = {
+            "live_version": live_version(model_dir),
+            "on_disk": versions(model_dir),
+            "rollback_to": previous_version(repository, model_dir.name),
+        }
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m export.live",
+        description="Show, change or roll back the live version of each model.",
+    )
+    parser.add_argument(
+        "--repository", type=Path, default=Path("model_repository"), help="Triton repo"
+    )
+    parser.add_argument(
+        "--triton-url",
+        default=os.environ.get("TRITON_HTTP_URL", "http://127.0.0.1:8000"),
+        help="Triton's HTTP address (TRITON_HTTP_URL); 'none' only edits the record",
+    )
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds")
+    parser.add_argument("--who", help="who asked (default user@host)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("status", help="live version, versions on disk, rollback")
+    live = commands.add_parser("live", help="make one version the live one")
+    live.add_argument("--model", required=True)
+    live.add_argument("--version", type=int, required=True)
+    back = commands.add_parser("rollback", help="back to the previous live version")
+    back.add_argument("--model", required=True)
+    args = parser.parse_args(argv)
+
+    if args.command == "status":
+        print(json.dumps(status(args.repository), indent=2))
+        return 0
+    triton = None if args.triton_url == "none" else Triton(args.triton_url)
+    try:
+        if args.command == "live":
+            go_live(
+                args.repository,
+                args.model,
+                args.version,
+                triton=triton,
+                who=args.who,
+                timeout_s=args.timeout,
+            )
+        else:
+            rollback(
+                args.repository,
+                args.model,
+                triton=triton,
+                who=args.who,
+                timeout_s=args.timeout,
+            )
+    except ExportError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,281 @@
+"""A new model version goes live and is rolled back under steady load.
+
+A private Triton (explicit model control, then poll mode) serves a tmp copy
+of the committed repository; an in-process gateway takes about 40
+POST /transactions a second while `export.live` makes version 3 live and rolls
+it back, and while it tries broken versions. No request may fail or be
+answered degraded, and every decision must record the versions that computed
+it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import shutil
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from conftest import TEST_DATABASE_URL, TEST_REDIS_PREFIX, TEST_REDIS_URL, transaction
+from triton_fixtures import free_ports, write_linear_onnx
+
+from export import live
+from export.repository import publish_version
+from gateway.app import create_app
+from gateway.config import Settings
+from triton_local.server import LaunchOptions, TritonHandle, start_triton
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ("anomaly_autoencoder", "risk_classifier")
+RATE_PER_S = 40
+
+
+@pytest.fixture(scope="module", params=["explicit", "poll"])
+def control_mode(request: pytest.FixtureRequest) -> str:
+    """Triton's model control: `export.live` loads, or waits for the poll."""
+    return str(request.param)
+
+
+@pytest.fixture(scope="module")
+def repository(control_mode: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    target = tmp_path_factory.mktemp("swap") / "repository"
+    shutil.copytree(ROOT / "model_repository", target)
+    (target / live.RELEASES_LOG).unlink(missing_ok=True)
+    return target
+
+
+@pytest.fixture(scope="module")
+def triton(
+    control_mode: str, repository: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TritonHandle]:
+    handle = start_triton(
+        LaunchOptions(
+            repository=repository,
+            run_dir=tmp_path_factory.mktemp("swap-run"),
+            ports=free_ports(),
+            control_mode="explicit" if control_mode == "explicit" else "poll",
+            poll_secs=1,
+        )
+    )
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+@pytest.fixture
+async def client(
+    triton: TritonHandle, repository: Path, db: asyncpg.Pool, redis_db: object
+) -> AsyncIterator[httpx.AsyncClient]:
+    settings = Settings(
+        database_url=TEST_DATABASE_URL,
+        redis_url=TEST_REDIS_URL,
+        redis_key_prefix=TEST_REDIS_PREFIX,
+        triton_url=triton.grpc_url,
+        triton_timeout_ms=2000,
+        model_refresh_s=0.5,
+        model_repository=repository,
+    )
+    app = create_app(settings)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://gateway"
+        ) as http,
+    ):
+        yield http
+
+
+@dataclass
+class Answer:
+    sent: float
+    done: float
+    status: int
+    body: dict[str, Any]
+
+
+@dataclass
+class Load:
+    """Open-loop POST /transactions at a fixed rate until stopped."""
+
+    client: httpx.AsyncClient
+    answers: list[Answer] = field(default_factory=list)
+    _ids: Iterator[int] = field(default_factory=itertools.count)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def _one(self) -> None:
+        sent = time.monotonic()
+        body = transaction(
+            transaction_id=f"swap-{next(self._ids)}", amount=10 + sent % 90
+        )
+        body["amount"] = round(body["amount"], 2)
+        response = await self.client.post("/transactions", json=body)
+        self.answers.append(
+            Answer(sent, time.monotonic(), response.status_code, response.json())
+        )
+
+    async def run(self) -> None:
+        tasks = set()
+        start = time.monotonic()
+        for n in itertools.count():
+            if self._stop.is_set():
+                break
+            task = asyncio.create_task(self._one())
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            await asyncio.sleep(
+                max(0.0, start + (n + 1) / RATE_PER_S - time.monotonic())
+            )
+        await asyncio.gather(*tasks)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def versions(self, after: float, before: float) -> set[tuple[str, ...]]:
+        """Versions recorded by requests sent and answered within the window."""
+        return {
+            tuple(a.body["model_versions"][m] for m in MODELS)
+            for a in self.answers
+            if a.sent >= after and a.done <= before
+        }
+
+
+def publish_copy(repository: Path, model: str, source: str) -> int:
+    files = {p.name: p.read_bytes() for p in (repository / model / source).iterdir()}
+    return int(publish_version(repository / model, lambda _: files).name)
+
+
+def releases(repository: Path) -> list[dict[str, Any]]:
+    text = (repository / live.RELEASES_LOG).read_text()
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def check_clean(answers: list[Answer]) -> None:
+    failed = [a for a in answers if a.status != 200]
+    degraded = [a for a in answers if a.status == 200 and a.body["degraded"]]
+    assert not failed, failed[:3]
+    assert not degraded, degraded[:3]
+
+
+async def test_go_live_and_rollback_under_load_fail_nothing(
+    client: httpx.AsyncClient,
+    triton: TritonHandle,
+    repository: Path,
+    db: asyncpg.Pool,
+    control_mode: str,
+) -> None:
+    control = live.Triton(triton.http_url)
+    new = {m: publish_copy(repository, m, "1") for m in MODELS}
+    assert new == {m: 3 for m in MODELS}
+    load = Load(client)
+    runner = asyncio.create_task(load.run())
+
+    await asyncio.sleep(3)
+    swap_started = time.monotonic()
+    for model in MODELS:
+        await asyncio.to_thread(
+            live.go_live, repository, model, 3, triton=control, who="test"
+        )
+    live_at = time.monotonic()
+    await asyncio.sleep(3)
+    rollback_started = time.monotonic()
+    for model in MODELS:
+        await asyncio.to_thread(live.rollback, repository, model, triton=control)
+    rolled_back_at = time.monotonic()
+    await asyncio.sleep(3)
+    load.stop()
+    await runner
+
+    check_clean(load.answers)
+    assert len(load.answers) >= 9 * RATE_PER_S * 0.8
+    assert load.versions(0, swap_started) == {("2", "2")}
+    # Models swap one after the other: each is on N or N+1 during the swaps.
+    during = load.versions(swap_started, rolled_back_at)
+    assert {v for pair in during for v in pair} == {"2", "3"}
+    assert load.versions(live_at, rollback_started) == {("3", "3")}
+    assert load.versions(rolled_back_at, float("inf")) == {("2", "2")}
+
+    stored = await db.fetch("SELECT transaction_id, model_versions FROM transactions")
+    by_id = {a.body["transaction_id"]: a.body["model_versions"] for a in load.answers}
+    assert len(stored) == len(by_id)
+    assert all(json.loads(r["model_versions"]) == by_id[r[0]] for r in stored)
+
+    assert [(r["action"], r["to_version"], r["outcome"]) for r in releases(repository)][
+        -4:
+    ] == [("live", 3, "ok")] * 2 + [("rollback", 2, "ok")] * 2
+    for model in MODELS:
+        assert live.live_version(repository / model) == 2
+    seen = {
+        phase: sorted(load.versions(a, b))
+        for phase, a, b in (
+            ("before", 0, swap_started),
+            ("swapping", swap_started, rolled_back_at),
+            ("after rollback", rolled_back_at, float("inf")),
+        )
+    }
+    sent = len(load.answers)
+    print(f"\n{control_mode}: {sent} requests, 0 failed, 0 degraded")
+    print(f"versions (anomaly, classifier) seen: {seen}")
+
+
+async def test_broken_versions_never_replace_the_live_one(
+    client: httpx.AsyncClient, triton: TritonHandle, repository: Path
+) -> None:
+    control = live.Triton(triton.http_url)
+    corrupt = {"model.onnx": b"not an onnx model"}
+    bad_anomaly = int(
+        publish_version(repository / "anomaly_autoencoder", lambda _: corrupt).name
+    )
+    staged = repository.parent / "staged-wide.onnx"
+    write_linear_onnx(staged, "risk_probability", seed=5, width=27)
+    wide = {"model.onnx": staged.read_bytes()}
+    bad_classifier = int(
+        publish_version(repository / "risk_classifier", lambda _: wide).name
+    )
+    load = Load(client)
+    runner = asyncio.create_task(load.run())
+
+    await asyncio.sleep(1)
+    for model, version in (
+        ("anomaly_autoencoder", bad_anomaly),
+        ("risk_classifier", bad_classifier),
+    ):
+        with pytest.raises(live.ReleaseError, match="failed to load|load failed"):
+            await asyncio.to_thread(
+                live.go_live, repository, model, version, triton=control
+            )
+        assert live.live_version(repository / model) == 2
+        assert releases(repository)[-1]["outcome"] == "failed"
+    await asyncio.sleep(1.5)
+    load.stop()
+    await runner
+
+    check_clean(load.answers)
+    assert load.versions(0, float("inf")) == {("2", "2")}
+    info = (await client.get("/model/info")).json()["models"]
+    assert str(bad_classifier) in info["risk_classifier"]["failed_versions"]
+    for model in MODELS:
+        assert info[model]["live_version"] == "2"
+        assert info[model]["usable"] is True
+    health = await client.get("/health")
+    assert health.json()["checks"]["triton"] == "ok"
+
+
+async def test_model_info_shows_disk_and_model_card(
+    client: httpx.AsyncClient,
+) -> None:
+    info = (await client.get("/model/info")).json()["models"]
+    classifier = info["risk_classifier"]
+    assert classifier["live_version"] == "2"
+    assert {"1", "2", "3"} <= set(classifier["versions_on_disk"])
+    assert classifier["training"]["feature_schema"] == "txn-basic-v1"
+    assert 0 < classifier["training"]["validation_metrics"]["roc_auc"] < 1
