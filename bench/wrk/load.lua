@@ -85,7 +85,9 @@ function request()
   end
   sent = sent + 1
   local id = prefix .. sent
-  due_by_id[id] = due
+  -- wrk delays in whole milliseconds, so a request may leave before its due
+  -- time: then latency counts from when it left, never from a later instant.
+  due_by_id[id] = math.min(due, now_us())
   local headers = { ["X-Request-Id"] = id }
   if key ~= "" then headers["X-API-Key"] = key end
   if method == "GET" then
