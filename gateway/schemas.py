@@ -10,7 +10,9 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -43,6 +45,26 @@ Token = Annotated[
         max_length=32,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9 _./&-]*$",
     ),
+]
+
+
+def _rfc3339_text(value: Any) -> Any:
+    if not isinstance(value, str) or not _RFC3339.match(value):
+        raise ValueError(
+            "must be an RFC 3339 date-time with an offset, e.g. 2026-01-28T14:30:00Z"
+        )
+    return value
+
+
+def _supported_years(value: datetime) -> datetime:
+    if not _EARLIEST <= value < _LATEST:
+        raise ValueError("must be between 2000-01-01 and 2100-01-01")
+    return value
+
+
+# An RFC 3339 string with an offset (never a bare number or a naive time).
+Rfc3339 = Annotated[
+    datetime, BeforeValidator(_rfc3339_text), AfterValidator(_supported_years)
 ]
 
 
@@ -124,7 +146,7 @@ class TransactionRequest(BaseModel):
     ]
     device: Token
     timestamp: Annotated[
-        datetime, Field(description="RFC 3339 date-time with a UTC offset")
+        Rfc3339, Field(description="RFC 3339 date-time with a UTC offset")
     ]
     product_category: Token | None = None
 
@@ -157,23 +179,6 @@ class TransactionRequest(BaseModel):
     @classmethod
     def _device(cls, value: str) -> str:
         return value.lower()
-
-    @field_validator("timestamp", mode="before")
-    @classmethod
-    def _timestamp_text(cls, value: Any) -> Any:
-        if not isinstance(value, str) or not _RFC3339.match(value):
-            raise ValueError(
-                "must be an RFC 3339 date-time with an offset, "
-                "e.g. 2026-01-28T14:30:00Z"
-            )
-        return value
-
-    @field_validator("timestamp")
-    @classmethod
-    def _timestamp_range(cls, value: datetime) -> datetime:
-        if not _EARLIEST <= value < _LATEST:
-            raise ValueError("must be between 2000-01-01 and 2100-01-01")
-        return value
 
     def canonical(self) -> dict[str, Any]:
         """The fields that define the transaction, normalised, as JSON values."""
@@ -311,7 +316,7 @@ class OutcomeRequest(BaseModel):
         Field(description="Who confirmed it: chargeback, analyst, ..."),
     ]
     reported_at: Annotated[
-        datetime,
+        Rfc3339,
         Field(description="When the outcome became known; RFC 3339 with an offset"),
     ]
     outcome_id: Annotated[
@@ -321,23 +326,6 @@ class OutcomeRequest(BaseModel):
             "the same fields records nothing new"
         ),
     ] = None
-
-    @field_validator("reported_at", mode="before")
-    @classmethod
-    def _reported_at_text(cls, value: Any) -> Any:
-        if not isinstance(value, str) or not _RFC3339.match(value):
-            raise ValueError(
-                "must be an RFC 3339 date-time with an offset, "
-                "e.g. 2026-02-11T09:12:00Z"
-            )
-        return value
-
-    @field_validator("reported_at")
-    @classmethod
-    def _reported_at_range(cls, value: datetime) -> datetime:
-        if not _EARLIEST <= value < _LATEST:
-            raise ValueError("must be between 2000-01-01 and 2100-01-01")
-        return value
 
     def canonical(self) -> dict[str, Any]:
         return {
