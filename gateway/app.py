@@ -5,16 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
-import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import features
 from gateway import repository
@@ -47,7 +43,6 @@ from gateway.storage import Storage, StorageUnavailable
 from gateway.triton import ModelState, ScoringUnavailable, TritonScorer
 
 log = logging.getLogger("gateway")
-access_log = logging.getLogger("gateway.access")
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -61,54 +56,6 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 # 413 too large, 415 not sent as JSON, 422 invalid.
 _BODY_ERRORS = _errors(400, 403, 413, 415, 422)
 _STORE_ERRORS = _errors(400, 403, 409, 413, 415, 422)
-
-
-_REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,64}")
-
-
-class AccessLog:
-    """One line per request: its id, route, status and latency."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request_id = None
-        for name, value in scope.get("headers", ()):
-            if name == b"x-request-id":
-                # A client's id is kept only when it cannot forge log fields.
-                if _REQUEST_ID.fullmatch(value):
-                    request_id = value.decode("ascii")
-                break
-        request_id = request_id or uuid.uuid4().hex
-        start = time.perf_counter()
-        status = 500
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [
-                    *message["headers"],
-                    (b"x-request-id", request_id.encode("latin-1")),
-                ]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            access_log.info(
-                "request_id=%s method=%s path=%s status=%d latency_ms=%.2f",
-                request_id,
-                scope["method"],
-                scope["path"],
-                status,
-                (time.perf_counter() - start) * 1000,
-            )
 
 
 async def _refresh_models(scorer: TritonScorer, interval_s: float) -> None:
@@ -191,11 +138,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "API_KEYS is empty: authentication is OFF; "
             "acceptable in development only (production refuses to start)"
         )
-    # Outermost first: access log, deadline, authentication, body limit.
+    # Outermost first: request log and metrics, deadline, authentication,
+    # body limit.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(Authenticate, keys=keys)
     app.add_middleware(Deadline, timeout_s=settings.request_timeout_ms / 1000)
-    app.add_middleware(AccessLog)
     install_metrics(app)
     score = requires("score")
     operator = requires("operator")
@@ -409,9 +356,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if disk is not None:
                 on_disk = repository.versions_on_disk(disk, m.name)
                 if m.live_version is not None:
-                    training = repository.training_summary(
-                        disk, m.name, m.live_version
-                    )
+                    training = repository.training_summary(disk, m.name, m.live_version)
             return {
                 "live_version": m.live_version,
                 "versions": m.versions,
@@ -431,9 +376,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "policy_version": svc.policy.version,
                 # When false, the versions below are the last ones seen.
                 "triton_reachable": svc.scorer.reachable,
-                "models": {
-                    name: described(m) for name, m in svc.scorer.models.items()
-                },
+                "models": {name: described(m) for name, m in svc.scorer.models.items()},
             }
         )
 

@@ -7,8 +7,11 @@ With several uvicorn workers each process keeps its own counters; when
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -72,6 +75,7 @@ GROUP_COMMIT_ROWS = Histogram(
 )
 
 _STAGE = {name: STAGE_SECONDS.labels(name) for name in STAGES}
+access_log = logging.getLogger("gateway.access")
 _request_start: ContextVar[float | None] = ContextVar("request_start", default=None)
 
 
@@ -92,8 +96,22 @@ def validated() -> None:
         _request_start.set(None)
 
 
-class RequestMetrics:
-    """ASGI middleware: one latency observation per request, labelled by route."""
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,64}")
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            # A client's id is kept only when it cannot forge log fields.
+            if _REQUEST_ID.fullmatch(value):
+                return str(value.decode("ascii"))
+            break
+    return uuid.uuid4().hex
+
+
+class RequestObserver:
+    """ASGI middleware: per request, its id echoed in ``X-Request-ID``, one
+    access-log line and one latency observation labelled by route."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -102,25 +120,37 @@ class RequestMetrics:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        request_id = _request_id(scope)
         start = time.perf_counter()
         token = _request_start.set(start)
         status = 500
 
-        async def send_status(message: Message) -> None:
+        async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode("ascii")),
+                ]
             await send(message)
 
         try:
-            await self.app(scope, receive, send_status)
+            await self.app(scope, receive, send_with_id)
         finally:
             _request_start.reset(token)
+            elapsed = time.perf_counter() - start
             route = scope.get("route")
             # Unmatched paths share one label, so scanners cannot grow the series.
             path = getattr(route, "path", None) or "unmatched"
-            REQUEST_SECONDS.labels(path, scope["method"], str(status)).observe(
-                time.perf_counter() - start
+            REQUEST_SECONDS.labels(path, scope["method"], str(status)).observe(elapsed)
+            access_log.info(
+                "request_id=%s method=%s path=%s status=%d latency_ms=%.2f",
+                request_id,
+                scope["method"],
+                scope["path"],
+                status,
+                elapsed * 1000,
             )
 
 
@@ -136,7 +166,7 @@ def render() -> Response:
 
 def install(app: FastAPI) -> None:
     """Add the middleware (outermost) and the ``GET /metrics`` route."""
-    app.add_middleware(RequestMetrics)
+    app.add_middleware(RequestObserver)
 
     async def metrics() -> Response:
         return render()
