@@ -1,7 +1,8 @@
 """python -m bench: one run of every benchmark, written to docs/benchmarks.md.
 
-Everything runs on 127.0.0.1 on ports of its own (Triton 18000-18302, gateway
-18080), in the database ``risk_bench`` and Redis db 7 of the local servers.
+Everything runs on 127.0.0.1 on ports of its own (Triton from 18000, gateway
+from 18080, the next free ones when taken), in the database ``risk_bench``
+and Redis db 7 of the local servers.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def gateway_runs(args: argparse.Namespace, quick: bool) -> dict[str, Any]:
 
     def gateway(triton_port: int, **settings: str) -> gw.Gateway:
         g = gw.Gateway(
-            port=18080,
+            port=tools.free_ports_from(18080),
             triton_grpc=f"127.0.0.1:{triton_port}",
             database_url=args.database_url,
             redis_url=args.redis_url,

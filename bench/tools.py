@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import zipfile
@@ -112,3 +113,24 @@ def ensure_all() -> Path:
     if check.returncode != 0:
         raise ToolMissing(f"perf_analyzer does not run: {check.stderr.strip()}")
     return binary
+
+
+def free_ports_from(base: int, count: int = 1, step: int = 10) -> int:
+    """The first of ``count`` consecutive free ports at ``base`` or above.
+
+    The bench prefers fixed ports (easy to find in `ss`), but must not fail
+    because another service on the machine holds one of them.
+    """
+    for start in range(base, base + 100 * step, step):
+        if all(_port_free(port) for port in range(start, start + count)):
+            return start
+    raise RuntimeError(f"no {count} free ports found from {base}")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True

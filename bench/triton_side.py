@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.tools import perf_analyzer_env
+from bench.tools import free_ports_from, perf_analyzer_env
 from triton_local import LaunchOptions, Ports, start_triton
 from triton_local.server import TritonHandle
 
@@ -59,6 +59,7 @@ def make_repository(variant: Variant, into: Path) -> Path:
 
 def start(variant: Variant, work: Path, base_port: int) -> TritonHandle:
     repository = make_repository(variant, work / "repos")
+    base_port = free_ports_from(base_port, count=3)
     options = LaunchOptions(
         repository=repository,
         run_dir=work / "run" / f"triton-{variant.name}",
