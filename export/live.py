@@ -353,13 +353,20 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m export.live",
         description="Show, change or roll back the live version of each model.",
     )
+    # The same variables as the local Triton launcher, so that one environment
+    # points both at the same server.
     parser.add_argument(
-        "--repository", type=Path, default=Path("model_repository"), help="Triton repo"
+        "--repository",
+        type=Path,
+        default=Path(os.environ.get("TRITON_MODEL_REPOSITORY", "model_repository")),
+        help="Triton repository (TRITON_MODEL_REPOSITORY)",
     )
+    http_port = os.environ.get("TRITON_HTTP_PORT", "8000")
     parser.add_argument(
         "--triton-url",
-        default=os.environ.get("TRITON_HTTP_URL", "http://127.0.0.1:8000"),
-        help="Triton's HTTP address (TRITON_HTTP_URL); 'none' only edits the record",
+        default=os.environ.get("TRITON_HTTP_URL", f"http://127.0.0.1:{http_port}"),
+        help="Triton's HTTP address (TRITON_HTTP_URL, else 127.0.0.1 on "
+        "TRITON_HTTP_PORT); 'none' only edits the record",
     )
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds")
     parser.add_argument("--who", help="who asked (default user@host)")

@@ -109,9 +109,10 @@ def normalise_device(value: str) -> str:
 
 
 def normalise_category(value: str | None) -> str:
+    # Case-insensitive like the other fields: "w" is the category "W".
     if value is None or not value.strip():
         return MISSING
-    return value.strip()
+    return value.strip().upper()
 
 
 def epoch_seconds(timestamp: datetime | str) -> float:

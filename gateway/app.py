@@ -8,9 +8,9 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Path, Request, Response
 
 import features
 from gateway import repository
@@ -25,6 +25,7 @@ from gateway.outcomes import record as record_outcome
 from gateway.outcomes import transaction_record
 from gateway.policy import load_policy
 from gateway.schemas import (
+    IDENTIFIER_PATTERN,
     AnomalyResponse,
     BatchRequest,
     BatchResponse,
@@ -124,6 +125,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await storage.close()
 
     app = FastAPI(
+        # No 307 to a trailing-slash twin: its Location would echo the Host header.
+        redirect_slashes=False,
         title="Transaction risk gateway",
         version="0.1.0",
         description="Scores payment transactions with two models served by Triton "
@@ -238,7 +241,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dependencies=[outcome_reader],
         summary="A stored decision and its confirmed outcomes",
     )
-    async def get_transaction(transaction_id: str, request: Request) -> Response:
+    async def get_transaction(
+        transaction_id: Annotated[str, Path(pattern=IDENTIFIER_PATTERN, max_length=64)],
+        request: Request,
+    ) -> Response:
         return json_response(
             await transaction_record(service(request).storage, transaction_id)
         )

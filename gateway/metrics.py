@@ -148,7 +148,8 @@ class RequestObserver:
                 "request_id=%s method=%s path=%s status=%d latency_ms=%.2f",
                 request_id,
                 scope["method"],
-                scope["path"],
+                # Escaped, so a path cannot start a forged line of its own.
+                scope["path"].encode("unicode_escape").decode("ascii"),
                 status,
                 elapsed * 1000,
             )

@@ -23,7 +23,7 @@ from gateway.codes import COUNTRIES, CURRENCIES
 from gateway.policy import Decision
 
 MAX_AMOUNT = Decimal("1000000000")  # fits NUMERIC(14, 2) with room to spare
-_AMOUNT_TEXT = re.compile(r"^[0-9]{1,12}(\.[0-9]{1,2})?$")
+_AMOUNT_TEXT = re.compile(r"^[0-9]{1,12}(\.[0-9]{1,12})?$")
 # RFC 3339 date-time with a mandatory offset (Z or +hh:mm).
 _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
@@ -31,11 +31,10 @@ _RFC3339 = re.compile(
 _EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 _LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 
+IDENTIFIER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$"
 Identifier = Annotated[
     str,
-    StringConstraints(
-        min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$"
-    ),
+    StringConstraints(min_length=1, max_length=64, pattern=IDENTIFIER_PATTERN),
 ]
 Token = Annotated[
     str,
@@ -68,6 +67,16 @@ Rfc3339 = Annotated[
 ]
 
 
+def _decimal_places(amount: Decimal) -> int:
+    """Places after the point once trailing zeros go, exactly (no context
+    rounding: 17.3400000000000000000000000001 has 28)."""
+    _, digits, exponent = amount.as_tuple()
+    assert isinstance(exponent, int)
+    places = -exponent
+    trailing = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+    return max(0, places - min(trailing, max(places, 0)))
+
+
 def _parse_amount(value: Any) -> Decimal:
     # bool is an int in Python; true is not an amount.
     if isinstance(value, bool):
@@ -95,8 +104,7 @@ def _parse_amount(value: Any) -> Decimal:
         raise ValueError("must be greater than 0")
     if amount > MAX_AMOUNT:
         raise ValueError(f"must not exceed {MAX_AMOUNT}")
-    exponent = amount.normalize().as_tuple().exponent
-    if isinstance(exponent, int) and exponent < -2:
+    if _decimal_places(amount) > 2:
         raise ValueError("must have at most two decimal places")
     return amount.quantize(Decimal("0.01"))
 

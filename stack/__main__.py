@@ -90,6 +90,11 @@ def up(timeout_s: float) -> int:
         **os.environ,
     }
     health_url = f"http://{settings.host}:{settings.port}/health"
+    running = _gateway_pid()
+    if running is not None:
+        # Settings are read once at start-up: restart so the current ones apply.
+        print(f"restarting the gateway (pid {running}) to apply current settings")
+        _stop_gateway(running, grace_s=15.0)
     if _gateway_pid() is None:
         with LOG_FILE.open("ab") as log:
             process = subprocess.Popen(
@@ -116,15 +121,20 @@ def up(timeout_s: float) -> int:
     return 1
 
 
+def _stop_gateway(pid: int, grace_s: float) -> None:
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and _gateway_pid() is not None:
+        time.sleep(0.2)
+    if _gateway_pid() is not None:
+        os.kill(pid, signal.SIGKILL)
+    PID_FILE.unlink(missing_ok=True)
+
+
 def down(grace_s: float) -> int:
     pid = _gateway_pid()
     if pid is not None:
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and _gateway_pid() is not None:
-            time.sleep(0.2)
-        if _gateway_pid() is not None:
-            os.kill(pid, signal.SIGKILL)
+        _stop_gateway(pid, grace_s)
         print(f"stopped gateway (pid {pid})")
     else:
         print("no gateway running")

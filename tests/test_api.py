@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -393,3 +394,33 @@ async def test_health_answers_head_probes(gateway: GatewayFactory) -> None:
         response = await client.head("/health")
     assert response.status_code == 200
     assert response.content == b""
+
+
+@pytest.mark.parametrize(
+    "path", ["/transactions/%00", "/transactions/a%00b", "/transactions/" + "x" * 300]
+)
+async def test_unusable_transaction_ids_in_the_path_are_422(
+    gateway: GatewayFactory, path: str
+) -> None:
+    async with gateway() as client:
+        response = await client.get(path)
+    assert response.status_code == 422
+    assert set(response.json()) == {"error", "message", "details"}
+
+
+async def test_a_trailing_slash_is_not_redirected(gateway: GatewayFactory) -> None:
+    async with gateway() as client:
+        response = await client.get("/transactions/", headers={"host": "evil.example"})
+    assert response.status_code == 404
+    assert "location" not in response.headers
+
+
+async def test_the_access_log_escapes_the_path(
+    gateway: GatewayFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.access")
+    async with gateway() as client:
+        await client.get("/zzz%0AFORGED%00line")
+    lines = [r.getMessage() for r in caplog.records if r.name == "gateway.access"]
+    assert lines and all("\n" not in line and "\x00" not in line for line in lines)
+    assert any("zzz\\nFORGED\\x00line" in line for line in lines)

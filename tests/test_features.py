@@ -97,3 +97,10 @@ def test_rows_are_encoded_independently_of_their_batch() -> None:
     one = features.encode([txn(amount="12.50")])
     many = features.encode([txn(amount="3.10"), txn(amount="12.50"), txn()])
     np.testing.assert_array_equal(one[0], many[1])
+
+
+def test_category_case_does_not_change_the_vector() -> None:
+    a = features.encode([txn(product_category="w")])
+    b = features.encode([txn(product_category=" W ")])
+    np.testing.assert_array_equal(a, features.encode([txn()]))
+    np.testing.assert_array_equal(b, features.encode([txn()]))

@@ -187,3 +187,18 @@ def test_country_must_be_plain_ascii_letters(country: str) -> None:
 @pytest.mark.parametrize("amount", [" 17.34", "17.34\n", "１７.34"])
 def test_amount_text_must_be_plain_digits(amount: str) -> None:
     assert error_fields(valid(amount=amount)) == {"amount"}
+
+
+@pytest.mark.parametrize(
+    "amount",
+    [Decimal("17.3400000000000000000000000001"), "17.3400000000000000000000001"],
+)
+def test_digits_beyond_the_cents_are_refused_however_many(amount: Any) -> None:
+    assert error_fields(valid(amount=amount)) == {"amount"}
+
+
+@pytest.mark.parametrize("amount", [Decimal("17.340"), "17.340", "17.3400"])
+def test_trailing_zeros_after_the_cents_are_the_same_amount(amount: Any) -> None:
+    assert TransactionRequest.model_validate(valid(amount=amount)).amount == Decimal(
+        "17.34"
+    )
