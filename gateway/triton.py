@@ -176,9 +176,6 @@ class TritonScorer:
         value = params.get("feature_schema", {}).get("string_value")
         return str(value) if value is not None else None
 
-    def versions_for(self, *models: str) -> dict[str, str]:
-        return {name: self.models[name].live_version or "unknown" for name in models}
-
     async def _infer(
         self, model: str, batch: np.ndarray, outputs: tuple[str, ...]
     ) -> tuple[list[np.ndarray], str]:
