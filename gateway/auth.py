@@ -21,12 +21,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from fastapi import Request, Security
 from fastapi.security import APIKeyHeader
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.errors import ApiError, error_body
+from gateway.errors import ApiError, error_body, send_error
 
 log = logging.getLogger("gateway.auth")
 
@@ -135,25 +134,16 @@ class Authenticate:
 
 
 async def _unauthorised(send: Send, problem: str) -> None:
-    body = orjson.dumps(
+    await send_error(
+        send,
+        401,
         error_body(
             "unauthorized",
             f"a valid API key is required in the {HEADER} header",
             [{"field": HEADER, "problem": problem}],
-        )
+        ),
+        {"WWW-Authenticate": HEADER},
     )
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 401,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"www-authenticate", HEADER.encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 _api_key_header = APIKeyHeader(

@@ -6,10 +6,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.errors import error_body
+from gateway.errors import error_body, send_error
 
 log = logging.getLogger("gateway.limits")
 
@@ -27,25 +26,16 @@ class BodySizeLimit:
         self.max_bytes = max_bytes
 
     async def _reject(self, send: Send) -> None:
-        body = orjson.dumps(
+        await send_error(
+            send,
+            413,
             error_body(
                 "payload_too_large",
                 f"request body exceeds {self.max_bytes} bytes",
                 [{"field": "body", "problem": f"larger than {self.max_bytes} bytes"}],
-            )
+            ),
+            {"Connection": "close"},
         )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
@@ -129,23 +119,14 @@ class Deadline:
             )
             if started:
                 return
-            body = orjson.dumps(
+            await send_error(
+                send,
+                503,
                 error_body(
                     "deadline_exceeded",
                     "the request did not complete in time; nothing was "
                     "acknowledged, retry later",
                     [{"field": None, "problem": "request deadline exceeded"}],
-                )
+                ),
+                {"Retry-After": "1"},
             )
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 503,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                        (b"retry-after", b"1"),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})

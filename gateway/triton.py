@@ -92,9 +92,7 @@ class TritonScorer:
         # (a broken version dropped in) /v2/health/ready stays false although
         # every live version serves. Each model's readiness comes from refresh.
         try:
-            return bool(
-                await self._client.is_server_live(client_timeout=self._timeout)
-            )
+            return bool(await self._client.is_server_live(client_timeout=self._timeout))
         except (TimeoutError, InferenceServerException, OSError):
             return False
 
