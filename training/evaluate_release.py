@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -36,6 +35,8 @@ from typing import Any
 import numpy as np
 
 import features
+from export.live import live_version
+from export.repository import CONFIG, MODEL_FILE, config_feature_schema
 from gateway.policy import Policy, load_policy
 from training.calibration import expected_calibration_error
 from training.data import Transactions, read_transactions
@@ -54,10 +55,6 @@ HIST_PNG = "score_histograms.png"
 BASELINE_SEED = 0
 WEIGHT_GRID = np.round(np.arange(0.0, 1.0001, 0.05), 2)
 _CHUNK = 65_536
-_SPECIFIC = re.compile(r"specific\s*:?\s*\{\s*versions\s*:\s*\[([^\]]*)\]")
-_SCHEMA = re.compile(
-    r'key:\s*"feature_schema"\s*value:\s*\{\s*string_value:\s*"([^"]+)"'
-)
 
 
 @dataclass(frozen=True)
@@ -69,42 +66,24 @@ class Published:
 
 
 def published(repository: Path, name: str) -> Published:
-    """The live version of a model, the one Triton serves.
-
-    The highest version directory with a ``model.onnx``, among the versions
-    that ``config.pbtxt`` names when its version policy is ``specific``.
-    """
+    """The live version of a model, the one Triton serves (as the release
+    commands record it in ``config.pbtxt``)."""
     directory = repository / name
-    versions = (
-        sorted(
-            int(p.name)
-            for p in directory.iterdir()
-            if p.is_dir() and p.name.isdigit() and (p / "model.onnx").is_file()
-        )
-        if directory.is_dir()
-        else []
-    )
-    if not versions:
+    config = directory / CONFIG
+    if not config.is_file():
         raise FileNotFoundError(f"no published version of {name} in {repository}")
-    config = directory / "config.pbtxt"
-    match = _SCHEMA.search(config.read_text()) if config.is_file() else None
-    if match is None or match.group(1) != features.SCHEMA_ID:
-        found = match.group(1) if match else "none"
+    found = config_feature_schema(config)
+    if found != features.SCHEMA_ID:
         raise ValueError(
             f"{config}: feature schema {found}, this code encodes {features.SCHEMA_ID}"
         )
-    specific = _SPECIFIC.search(config.read_text())
-    if specific is not None:
-        named = {int(v) for v in re.findall(r"\d+", specific.group(1))}
-        versions = [v for v in versions if v in named]
-        if not versions:
-            raise FileNotFoundError(
-                f"{config} names versions {sorted(named)}, none of them published"
-            )
-    version = versions[-1]
-    card_path = directory / str(version) / "model_card.json"
+    version = live_version(directory)
+    model = directory / str(version) / MODEL_FILE
+    if version is None or not model.is_file():
+        raise FileNotFoundError(f"{config}: live version {version} has no {MODEL_FILE}")
+    card_path = model.parent / "model_card.json"
     card = json.loads(card_path.read_text()) if card_path.is_file() else {}
-    return Published(name, version, directory / str(version) / "model.onnx", card)
+    return Published(name, version, model, card)
 
 
 def onnx_scorer(model: Published) -> Callable[[np.ndarray], np.ndarray]:
