@@ -44,6 +44,7 @@ class Transactions:
     """Parsed columns, ordered by timestamp (ties keep file order)."""
 
     transaction_id: list[str]
+    user_id: list[str]
     amount: np.ndarray
     epoch: np.ndarray
     country: list[str]
@@ -76,6 +77,7 @@ class Transactions:
         idx = [int(i) for i in index]
         return Transactions(
             transaction_id=[self.transaction_id[i] for i in idx],
+            user_id=[self.user_id[i] for i in idx],
             amount=self.amount[index],
             epoch=self.epoch[index],
             country=[self.country[i] for i in idx],
@@ -147,6 +149,7 @@ def read_transactions(path: str | Path, max_rows: int | None = None) -> Transact
         raise FileNotFoundError(f"no transaction file at {path}")
 
     ids: list[str] = []
+    users: list[str] = []
     amounts: list[float] = []
     epochs: list[float] = []
     countries: list[str] = []
@@ -169,7 +172,7 @@ def read_transactions(path: str | Path, max_rows: int | None = None) -> Transact
         for line, row in _rows(path, reader, header):
             if max_rows is not None and len(ids) >= max_rows:
                 break
-            for column in ("transaction_id", "currency", "country", "device"):
+            for column in ("transaction_id", "user_id", "currency", "country", "device"):
                 if not row[column].strip():
                     raise MalformedDataError(path, line, column, "is empty")
             try:
@@ -187,6 +190,7 @@ def read_transactions(path: str | Path, max_rows: int | None = None) -> Transact
                     path, line, column, f"{row[column]!r} {exc}"
                 ) from None
             ids.append(row["transaction_id"])
+            users.append(row["user_id"])
             countries.append(row["country"])
             devices.append(row["device"])
             currencies.append(row["currency"])
@@ -198,6 +202,7 @@ def read_transactions(path: str | Path, max_rows: int | None = None) -> Transact
 
     unordered = Transactions(
         transaction_id=ids,
+        user_id=users,
         amount=np.asarray(amounts, dtype=np.float64),
         epoch=np.asarray(epochs, dtype=np.float64),
         country=countries,
