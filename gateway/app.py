@@ -12,11 +12,12 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, Path, Request, Response
 
-import features
+from features.schemas import SCHEMAS, WIDEST_SCHEMA_ID
 from gateway import repository
 from gateway.auth import Authenticate, KeyRing, parse_api_keys, requires
 from gateway.config import Settings, get_settings
 from gateway.errors import ApiError, install_error_handlers, json_response
+from gateway.history import HistoryStore
 from gateway.idempotency import IdempotencyStore
 from gateway.jsonbody import StrictJSONRoute
 from gateway.limits import BodySizeLimit, Deadline
@@ -91,6 +92,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             timeout_s=settings.redis_timeout_ms / 1000,
             key_prefix=settings.redis_key_prefix,
         )
+        history = HistoryStore(
+            settings.redis_url,
+            key_prefix=settings.redis_key_prefix,
+            timeout_s=settings.redis_timeout_ms / 1000,
+            budget_s=settings.history_timeout_ms / 1000,
+        )
         scorer = TritonScorer(
             settings.triton_url,
             ensemble=settings.triton_ensemble,
@@ -103,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             scorer,
             storage,
             idempotency,
+            history,
             policy,
             wait_for_duplicate_s=settings.idempotency_wait_ms / 1000,
         )
@@ -110,8 +118,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             _refresh_models(scorer, settings.model_refresh_s)
         )
         log.info(
-            "gateway ready: feature schema %s, policy %s",
-            features.SCHEMA_ID,
+            "gateway ready: feature schemas %s, policy %s",
+            ", ".join(f"{m.name}={m.speaks or 'none'}" for m in scorer.models.values()),
             policy.version,
         )
         try:
@@ -122,6 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await refresher
             await scorer.close()
             await idempotency.close()
+            await history.close()
             await storage.close()
 
     app = FastAPI(
@@ -229,7 +238,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     async def post_outcome(body: OutcomeRequest, request: Request) -> Response:
         """Append-only; the same outcome_id with the same fields is answered 200."""
-        recorded = await record_outcome(service(request).storage, body)
+        svc = service(request)
+        recorded = await record_outcome(svc.storage, svc.history, body)
         if recorded.replayed:
             return json_response(recorded.body, headers={"Idempotent-Replay": "true"})
         return json_response(recorded.body, status=201)
@@ -299,12 +309,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         request: Request, body: TransactionRequest, model: str
     ) -> dict[str, Any]:
         svc = service(request)
-        batch = features.encode([body.model_dump()])
+        rows = await svc.feature_rows([body])
         try:
             if model == svc.scorer.anomaly_model:
-                value, version = await svc.scorer.anomaly(batch)
+                value, version = await svc.scorer.anomaly(rows)
             else:
-                value, version = await svc.scorer.classify(batch)
+                value, version = await svc.scorer.classify(rows)
         except ScoringUnavailable as exc:
             log.warning("%s unavailable: %s", model, exc)
             raise ApiError(
@@ -377,8 +387,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         return json_response(
             {
-                "feature_schema": features.SCHEMA_ID,
-                "feature_names": list(features.FEATURE_NAMES),
+                # The row computed per request (and stored with each decision);
+                # each model gets the first columns, as many as its schema has.
+                "feature_schema": WIDEST_SCHEMA_ID,
+                "feature_names": list(SCHEMAS[WIDEST_SCHEMA_ID]),
                 "policy_version": svc.policy.version,
                 # When false, the versions below are the last ones seen.
                 "triton_reachable": svc.scorer.reachable,

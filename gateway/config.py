@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     # How long a duplicate waits for the first request of the same id to finish
     # before it is told 409 "in progress".
     idempotency_wait_ms: int = Field(default=2_000, ge=0)
+    # Longest time for reading and updating one customer's history in Redis,
+    # compare-and-set retries included (and never past the request deadline).
+    history_timeout_ms: int = Field(default=300, ge=1)
 
     triton_url: str = "127.0.0.1:8001"
     triton_timeout_ms: int = Field(default=250, ge=1)

@@ -5,12 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from contextvars import ContextVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import error_body, send_error
 
 log = logging.getLogger("gateway.limits")
+
+# When the current request must be answered (time.monotonic()); None outside one.
+_deadline: ContextVar[float | None] = ContextVar("request_deadline", default=None)
+
+
+def time_left(budget_s: float) -> float:
+    """``budget_s``, or less when the request's deadline comes sooner."""
+    deadline = _deadline.get()
+    if deadline is None:
+        return budget_s
+    return max(0.0, min(budget_s, deadline - time.monotonic()))
 
 
 class BodySizeLimit:
@@ -105,6 +118,7 @@ class Deadline:
             await send(message)
 
         deadline = asyncio.timeout(self.timeout_s)
+        token = _deadline.set(time.monotonic() + self.timeout_s)
         try:
             async with deadline:
                 await self.app(scope, receive, send_tracked)
@@ -130,3 +144,5 @@ class Deadline:
                 ),
                 {"Retry-After": "1"},
             )
+        finally:
+            _deadline.reset(token)

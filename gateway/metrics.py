@@ -27,7 +27,15 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-STAGES = ("validation", "idempotency", "features", "triton", "policy", "persistence")
+STAGES = (
+    "validation",
+    "idempotency",
+    "features",
+    "history",
+    "triton",
+    "policy",
+    "persistence",
+)
 
 # Seconds: from 100 us (a stage) up to the request deadline.
 _BUCKETS = (
@@ -67,6 +75,28 @@ DECISIONS = Counter(
 )
 DEGRADED = Counter(
     "gateway_degraded_total", "Decisions that fell back to the fail-safe."
+)
+HISTORY_UNAVAILABLE = Counter(
+    "gateway_history_unavailable_total",
+    "Customer-history reads or updates that Redis did not complete in time. "
+    "consequence: degraded (a live model needed the history, the answer fell "
+    "back to the fail-safe), scored (no live model needed it), outcome (an "
+    "outcome was stored but not applied to the history).",
+    ["consequence"],
+)
+HISTORY_CONFLICTS = Counter(
+    "gateway_history_conflicts_total",
+    "Customer-history updates retried because the state changed meanwhile.",
+)
+HISTORY_OUT_OF_ORDER = Counter(
+    "gateway_history_out_of_order_total",
+    "Transactions older than the latest one already in their customer's history.",
+)
+SCHEMA_RETRIES = Counter(
+    "gateway_schema_retries_total",
+    "Model calls repeated once after Triton refused the input shape and the "
+    "model's feature schema was read again.",
+    ["model"],
 )
 GROUP_COMMIT_ROWS = Histogram(
     "gateway_group_commit_rows",

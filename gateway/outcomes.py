@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -10,11 +11,22 @@ from typing import Any
 import asyncpg
 
 from gateway.errors import ApiError
+from gateway.history import HistoryStore, HistoryUnavailable
+from gateway.metrics import HISTORY_UNAVAILABLE
 from gateway.schemas import OutcomeRequest
 from gateway.storage import Storage
 
-_STORED_TIMESTAMP = """
-SELECT payload->>'timestamp' FROM transactions WHERE transaction_id = $1
+log = logging.getLogger("gateway.outcomes")
+
+_STORED = """
+SELECT user_id, payload->>'timestamp' AS timestamp
+FROM transactions WHERE transaction_id = $1
+"""
+
+# The verdict that stands: the latest reported (ties: the latest recorded).
+_LATEST = """
+SELECT outcome FROM transaction_outcomes WHERE transaction_id = $1
+ORDER BY reported_at DESC, id DESC LIMIT 1
 """
 
 _INSERT = """
@@ -64,14 +76,37 @@ def not_found(transaction_id: str) -> ApiError:
     )
 
 
-async def record(storage: Storage, body: OutcomeRequest) -> RecordedOutcome:
-    """Append one outcome; the same outcome_id with the same fields is a replay."""
+async def record(
+    storage: Storage, history: HistoryStore, body: OutcomeRequest
+) -> RecordedOutcome:
+    """Append one outcome, then bring the customer's history up to date.
+
+    The same outcome_id with the same fields is a replay; it applies the
+    standing verdict again, which changes nothing unless an earlier attempt
+    could not reach the history store.
+    """
+    recorded, user_id, verdict = await _append(storage, body)
+    try:
+        await history.apply_outcome(user_id, body.transaction_id, verdict == "fraud")
+    except HistoryUnavailable as exc:
+        # Limitation: the customer's history misses this verdict until the
+        # outcome is posted again (a replay) or the history is rebuilt.
+        HISTORY_UNAVAILABLE.labels("outcome").inc()
+        log.warning("outcome stored but not applied to the history: %s", exc)
+    return recorded
+
+
+async def _append(
+    storage: Storage, body: OutcomeRequest
+) -> tuple[RecordedOutcome, str, str]:
+    """The stored outcome, the transaction's user id, and the standing verdict."""
     payload_hash = body.payload_hash()
     outcome_id = body.outcome_id or f"out-{uuid.uuid4().hex}"
     async with storage.transaction() as conn:
-        stored = await conn.fetchval(_STORED_TIMESTAMP, body.transaction_id)
-        if stored is None:
+        transaction = await conn.fetchrow(_STORED, body.transaction_id)
+        if transaction is None:
             raise not_found(body.transaction_id)
+        stored, user_id = transaction["timestamp"], transaction["user_id"]
         if body.reported_at < datetime.fromisoformat(stored):
             raise ApiError(
                 422,
@@ -93,17 +128,20 @@ async def record(storage: Storage, body: OutcomeRequest) -> RecordedOutcome:
             body.reported_at,
             payload_hash,
         )
-        if row is not None:
-            return RecordedOutcome(_as_json(row), replayed=False)
-        existing = await conn.fetchrow(_BY_OUTCOME_ID, outcome_id)
-    if existing is None or existing["payload_sha256"] != payload_hash:
-        raise ApiError(
-            409,
-            "idempotency_conflict",
-            f"outcome_id {outcome_id!r} was already used with different fields",
-            [{"field": "outcome_id", "problem": "already used with other fields"}],
-        )
-    return RecordedOutcome(_as_json(existing), replayed=True)
+        if row is None:
+            row = await conn.fetchrow(_BY_OUTCOME_ID, outcome_id)
+            if row is None or row["payload_sha256"] != payload_hash:
+                raise ApiError(
+                    409,
+                    "idempotency_conflict",
+                    f"outcome_id {outcome_id!r} was already used with different fields",
+                    [{"field": "outcome_id", "problem": "used with other fields"}],
+                )
+            replayed = True
+        else:
+            replayed = False
+        verdict = await conn.fetchval(_LATEST, body.transaction_id)
+    return RecordedOutcome(_as_json(row), replayed=replayed), user_id, verdict
 
 
 async def transaction_record(storage: Storage, transaction_id: str) -> dict[str, Any]:

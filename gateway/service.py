@@ -11,14 +11,25 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
+
 import features
+from features.history import HistoryEvent
+from features.schemas import BASIC_SCHEMA_ID, WIDEST_SCHEMA_ID
 from gateway.errors import ApiError
+from gateway.history import HistoryStore, HistoryUnavailable
 from gateway.idempotency import Claimed, IdempotencyStore, Seen, Unavailable
-from gateway.metrics import DECISIONS, DEGRADED, stage, validated
+from gateway.metrics import (
+    DECISIONS,
+    DEGRADED,
+    HISTORY_UNAVAILABLE,
+    stage,
+    validated,
+)
 from gateway.policy import Policy
 from gateway.schemas import ScoreResponse, TransactionRequest
 from gateway.storage import Storage, StorageUnavailable, StoredDecision
-from gateway.triton import Scores, ScoringUnavailable, TritonScorer
+from gateway.triton import Features, Scores, ScoringUnavailable, TritonScorer
 
 log = logging.getLogger("gateway.service")
 
@@ -29,6 +40,27 @@ _POLL_S = 0.01
 class Recorded:
     body: dict[str, Any]
     replayed: bool
+
+
+@dataclass(frozen=True)
+class Assessed:
+    """A decision and the feature row it was made from."""
+
+    response: ScoreResponse
+    features: np.ndarray
+    feature_schema: str
+
+
+def history_event(request: TransactionRequest) -> HistoryEvent:
+    return HistoryEvent.of(
+        user_id=request.user_id,
+        transaction_id=request.transaction_id,
+        amount=float(request.amount),
+        epoch=features.epoch_seconds(request.timestamp),
+        country=request.country,
+        device=request.device,
+        product_category=request.product_category,
+    )
 
 
 def _conflict(transaction_id: str) -> ApiError:
@@ -46,6 +78,7 @@ class ScoringService:
         scorer: TritonScorer,
         storage: Storage,
         idempotency: IdempotencyStore,
+        history: HistoryStore,
         policy: Policy,
         *,
         wait_for_duplicate_s: float,
@@ -53,6 +86,7 @@ class ScoringService:
         self.scorer = scorer
         self.storage = storage
         self.idempotency = idempotency
+        self.history = history
         self.policy = policy
         self._wait_s = wait_for_duplicate_s
         # Transaction id -> (lock, holders): without Redis, duplicates in this
@@ -60,26 +94,74 @@ class ScoringService:
         self._local: dict[str, tuple[asyncio.Lock, list[int]]] = {}
 
     async def evaluate(self, requests: list[TransactionRequest]) -> list[ScoreResponse]:
-        """Score transactions in one Triton call and apply the policy to each."""
-        validated()
+        """Score transactions in one Triton call and apply the policy to each.
+
+        Reads the customers' histories without adding these transactions to
+        them: nothing is stored, and a later POST /transactions counts them.
+        """
+        return [a.response for a in await self._assess(requests, apply=False)]
+
+    async def feature_rows(self, requests: list[TransactionRequest]) -> Features:
+        """The rows of ``requests`` in the widest schema the history allows,
+        reading the histories without changing them."""
+        rows, why = await self._features(requests, apply=False)
+        if why is not None:
+            self._history_failed(why, "scored")
+        return rows
+
+    async def _features(
+        self, requests: list[TransactionRequest], *, apply: bool
+    ) -> tuple[Features, str | None]:
+        """The rows, and why the history block is missing from them, if it is."""
         with stage("features"):
-            batch = features.encode(r.model_dump() for r in requests)
+            basic = features.encode(r.model_dump() for r in requests)
+        events = [history_event(r) for r in requests]
         try:
+            with stage("history"):
+                if apply:
+                    blocks = np.stack([await self.history.apply(e) for e in events])
+                else:
+                    blocks = await self.history.peek(events)
+        except HistoryUnavailable as exc:
+            return Features(basic, BASIC_SCHEMA_ID), str(exc)
+        widest = np.concatenate([basic, blocks], axis=1)
+        return Features(widest, WIDEST_SCHEMA_ID), None
+
+    def _history_failed(self, why: str, consequence: str) -> None:
+        HISTORY_UNAVAILABLE.labels(consequence).inc()
+        log.warning("customer history unavailable (%s): %s", consequence, why)
+
+    async def _assess(
+        self, requests: list[TransactionRequest], *, apply: bool
+    ) -> list[Assessed]:
+        """Score with every model in the schema it speaks; ``apply`` adds the
+        transactions to their customers' histories (once each)."""
+        validated()
+        rows, why = await self._features(requests, apply=apply)
+        try:
+            if why is not None:
+                if self.scorer.needs_history():
+                    self._history_failed(why, "degraded")
+                    raise ScoringUnavailable(f"history features unavailable: {why}")
+                self._history_failed(why, "scored")
             with stage("triton"):
-                scores = await self.scorer.score(batch)
+                scores = await self.scorer.score(rows)
         except ScoringUnavailable as exc:
             log.warning(
                 "scoring degraded to fail-safe %s: %s", self.policy.failsafe, exc
             )
             DEGRADED.inc(len(requests))
             DECISIONS.labels(self.policy.failsafe.value).inc(len(requests))
-            return [self._failsafe(r) for r in requests]
-
-        with stage("policy"):
-            responses = self._decide(requests, scores)
-        for response in responses:
-            DECISIONS.labels(response.decision.value).inc()
-        return responses
+            responses = [self._failsafe(r) for r in requests]
+        else:
+            with stage("policy"):
+                responses = self._decide(requests, scores)
+            for response in responses:
+                DECISIONS.labels(response.decision.value).inc()
+        return [
+            Assessed(response, row, rows.schema)
+            for response, row in zip(responses, rows.matrix, strict=True)
+        ]
 
     def _decide(
         self, requests: list[TransactionRequest], scores: Scores
@@ -164,9 +246,16 @@ class ScoringService:
                     stored = await locked.fetch(key)
                     if stored is not None:
                         return self._replay(request, digest, stored)
-                    (response,) = await self.evaluate([request])
+                    (assessed,) = await self._assess([request], apply=True)
+                    response = assessed.response
                     with stage("persistence"):
-                        inserted = await locked.insert(request, digest, response)
+                        inserted = await locked.insert(
+                            request,
+                            digest,
+                            response,
+                            features=assessed.features,
+                            feature_schema=assessed.feature_schema,
+                        )
             except StorageUnavailable as exc:
                 raise _storage_unavailable(exc) from exc
 
@@ -245,10 +334,17 @@ class ScoringService:
         digest: str,
         claim: Claimed | Unavailable,
     ) -> Recorded:
-        (response,) = await self.evaluate([request])
+        (assessed,) = await self._assess([request], apply=True)
+        response = assessed.response
         try:
             with stage("persistence"):
-                inserted = await self.storage.insert(request, digest, response)
+                inserted = await self.storage.insert(
+                    request,
+                    digest,
+                    response,
+                    features=assessed.features,
+                    feature_schema=assessed.feature_schema,
+                )
         except StorageUnavailable as exc:
             if isinstance(claim, Claimed):
                 await self.idempotency.release(request.transaction_id, digest)

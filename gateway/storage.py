@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import numpy as np
 import orjson
 
 from gateway.metrics import GROUP_COMMIT_ROWS
@@ -32,8 +33,10 @@ _INSERT = """
 INSERT INTO transactions (
     transaction_id, user_id, payload, payload_sha256, amount, currency,
     anomaly_score, risk_probability, combined_score, decision,
-    model_versions, policy_version, degraded, response
-) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+    model_versions, policy_version, degraded, response, features, feature_schema
+) VALUES (
+    $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16
+)
 ON CONFLICT (transaction_id) DO NOTHING
 RETURNING id
 """
@@ -43,14 +46,15 @@ _INSERT_MANY = """
 INSERT INTO transactions (
     transaction_id, user_id, payload, payload_sha256, amount, currency,
     anomaly_score, risk_probability, combined_score, decision,
-    model_versions, policy_version, degraded, response
+    model_versions, policy_version, degraded, response, features, feature_schema
 )
-SELECT t, u, p::jsonb, h, a, c, s1, s2, s3, d, m::jsonb, v, g, r::jsonb
+SELECT t, u, p::jsonb, h, a, c, s1, s2, s3, d, m::jsonb, v, g, r::jsonb,
+       f::real[], fs
 FROM unnest(
     $1::text[], $2::text[], $3::text[], $4::text[], $5::numeric[], $6::text[],
     $7::float8[], $8::float8[], $9::float8[], $10::text[],
-    $11::text[], $12::text[], $13::bool[], $14::text[]
-) AS rows(t, u, p, h, a, c, s1, s2, s3, d, m, v, g, r)
+    $11::text[], $12::text[], $13::bool[], $14::text[], $15::text[], $16::text[]
+) AS rows(t, u, p, h, a, c, s1, s2, s3, d, m, v, g, r, f, fs)
 ON CONFLICT (transaction_id) DO NOTHING
 RETURNING transaction_id
 """
@@ -86,8 +90,30 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+FeatureRow = Sequence[float] | np.ndarray
+# Positions in ``_row`` of the columns that travel as text in a group commit.
+_JSON_COLUMNS = (2, 10, 13)
+_FEATURES_COLUMN = 14
+
+
+def _float32s(values: FeatureRow | None) -> list[float] | None:
+    """Python floats holding float32 values exactly, as PostgreSQL real keeps them."""
+    if values is None:
+        return None
+    return [float(v) for v in np.asarray(values, dtype=np.float32)]
+
+
+def _array_literal(values: list[float] | None) -> str | None:
+    # repr gives the shortest decimal that reads back as the same float32.
+    return None if values is None else "{" + ",".join(map(repr, values)) + "}"
+
+
 def _row(
-    request: TransactionRequest, payload_hash: str, response: ScoreResponse
+    request: TransactionRequest,
+    payload_hash: str,
+    response: ScoreResponse,
+    features: FeatureRow | None = None,
+    feature_schema: str | None = None,
 ) -> tuple[Any, ...]:
     """The parameters of ``_INSERT`` for one decision."""
     return (
@@ -105,6 +131,8 @@ def _row(
         response.policy_version,
         response.degraded,
         response.model_dump(mode="json"),
+        _float32s(features),
+        feature_schema,
     )
 
 
@@ -124,13 +152,18 @@ class Locked:
         return StoredDecision(row["payload_sha256"], row["response"])
 
     async def insert(
-        self, request: TransactionRequest, payload_hash: str, response: ScoreResponse
+        self,
+        request: TransactionRequest,
+        payload_hash: str,
+        response: ScoreResponse,
+        *,
+        features: FeatureRow | None = None,
+        feature_schema: str | None = None,
     ) -> bool:
         """Insert within the lock's transaction: durable once the block is left."""
+        row = _row(request, payload_hash, response, features, feature_schema)
         try:
-            row_id = await self._conn.fetchval(
-                _INSERT, *_row(request, payload_hash, response)
-            )
+            row_id = await self._conn.fetchval(_INSERT, *row)
         except _UNAVAILABLE as exc:
             raise StorageUnavailable(str(exc) or type(exc).__name__) from exc
         return row_id is not None
@@ -205,13 +238,20 @@ class Storage:
         return self._pool
 
     async def insert(
-        self, request: TransactionRequest, payload_hash: str, response: ScoreResponse
+        self,
+        request: TransactionRequest,
+        payload_hash: str,
+        response: ScoreResponse,
+        *,
+        features: FeatureRow | None = None,
+        feature_schema: str | None = None,
     ) -> bool:
-        """Store a decision; False when the transaction_id is already stored.
+        """Store a decision and the feature row it was made from; False when
+        the transaction_id is already stored.
 
         Returns only after the row is committed, alone or in a group commit.
         """
-        row = _row(request, payload_hash, response)
+        row = _row(request, payload_hash, response, features, feature_schema)
         if self._group_max <= 1:
             return await self._insert_one(row)
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
@@ -300,8 +340,12 @@ class Storage:
 
     async def _insert_many(self, rows: list[tuple[Any, ...]]) -> set[str]:
         columns = list(zip(*rows, strict=True))
-        for index in (2, 10, 13):  # JSONB columns travel as JSON text
+        for index in _JSON_COLUMNS:  # JSONB columns travel as JSON text
             columns[index] = tuple(orjson.dumps(v).decode() for v in columns[index])
+        # unnest would flatten a 2-D array: each row's features travel as text.
+        columns[_FEATURES_COLUMN] = tuple(
+            _array_literal(v) for v in columns[_FEATURES_COLUMN]
+        )
         pool = self._require_pool()
         try:
             async with pool.acquire(timeout=self._acquire_timeout) as conn:

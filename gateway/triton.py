@@ -10,7 +10,14 @@ import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
-import features
+from features.schemas import (
+    HISTORY_SCHEMA_ID,
+    SCHEMAS,
+    WIDEST_SCHEMA_ID,
+    columns_for,
+    width,
+)
+from gateway.metrics import SCHEMA_RETRIES
 
 log = logging.getLogger("gateway.triton")
 
@@ -46,10 +53,30 @@ class ModelState:
     accepted: set[str] = field(default_factory=set)
     # Set while newer versions are refused: every call names this version.
     pinned_version: str | None = None
+    # The schema the live version is called with: the model's, while it is one
+    # this gateway speaks, else the one its kept version was accepted with.
+    speaks: str | None = None
 
     @property
     def usable(self) -> bool:
         return self.live_version is not None and self.problem is None
+
+
+@dataclass(frozen=True)
+class Features:
+    """The rows of a request in ``schema``: the widest one the gateway speaks,
+    or ``txn-basic-v1`` alone when the customer history could not be read."""
+
+    matrix: np.ndarray
+    schema: str
+
+    def columns(self, schema: str) -> np.ndarray | None:
+        """The columns of ``schema``, or None when these rows lack them."""
+        if self.schema == WIDEST_SCHEMA_ID:
+            return columns_for(self.matrix, schema)
+        if width(schema) <= width(self.schema):
+            return self.matrix[..., : width(schema)]
+        return None
 
 
 @dataclass(frozen=True)
@@ -134,20 +161,23 @@ class TritonScorer:
             self._judge_schema(state)
 
     def _judge_schema(self, state: ModelState) -> None:
-        """Follow Triton's newest version, unless it speaks another schema.
+        """Follow Triton's newest version, unless it speaks a schema this
+        gateway does not know.
 
         Then an older version that this gateway accepted stays in use (each
-        call names it) for as long as Triton keeps it loaded.
+        call names it, with the schema it was accepted with) for as long as
+        Triton keeps it loaded.
         """
-        if state.feature_schema == features.SCHEMA_ID:
+        if state.feature_schema in SCHEMAS:
             state.accepted.update(state.versions)
             state.live_version = state.versions[-1]
+            state.speaks = state.feature_schema
             state.pinned_version = None
             state.problem = state.refused = None
             return
         why = (
-            f"feature schema {state.feature_schema!r} is not "
-            f"{features.SCHEMA_ID!r}, the one this gateway speaks"
+            f"feature schema {state.feature_schema!r} is not one this gateway "
+            f"speaks ({', '.join(SCHEMAS)})"
         )
         kept = [v for v in state.versions if v in state.accepted]
         newer = [v for v in state.versions if v not in state.accepted]
@@ -159,9 +189,31 @@ class TritonScorer:
             state.refused = f"{message}; version {kept[-1]} stays live"
             state.problem = None
         else:
-            state.pinned_version = state.live_version = None
+            state.pinned_version = state.live_version = state.speaks = None
             state.refused = None
             state.problem = message
+
+    def needs_history(self) -> bool:
+        """Whether a model that scores transactions speaks the history schema."""
+        return any(
+            self.models[name].usable and self.models[name].speaks == HISTORY_SCHEMA_ID
+            for name in (self.anomaly_model, self.classifier_model)
+        )
+
+    async def _reread_schema(self, state: ModelState) -> bool:
+        """Read the model's schema again; whether it changed to a known one."""
+        schema = await self._feature_schema(state.name)
+        if schema is None or schema == state.speaks or schema not in SCHEMAS:
+            return False
+        log.warning(
+            "model %s now speaks %s (was %s): retrying with its columns",
+            state.name,
+            schema,
+            state.speaks,
+        )
+        state.feature_schema = schema
+        self._judge_schema(state)
+        return True
 
     async def _feature_schema(self, model: str) -> str | None:
         try:
@@ -175,38 +227,67 @@ class TritonScorer:
         return str(value) if value is not None else None
 
     async def _infer(
-        self, model: str, batch: np.ndarray, outputs: tuple[str, ...]
+        self, model: str, rows: Features, outputs: tuple[str, ...]
     ) -> tuple[list[np.ndarray], str]:
-        """The outputs, and the version that Triton says produced them."""
+        """The outputs, and the version that Triton says produced them.
+
+        A model whose schema changed under us (a version with another input
+        width went live) refuses the shape: its schema is read again and the
+        call is made once more with the columns it now expects.
+        """
         state = self.models[model]
-        if not state.usable:
-            raise ScoringUnavailable(f"{model}: {state.problem or 'not ready'}")
-        tensor = grpcclient.InferInput("features", list(batch.shape), "FP32")
-        tensor.set_data_from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
-        requested = [grpcclient.InferRequestedOutput(name) for name in outputs]
-        try:
-            result = await self._client.infer(
-                model,
-                [tensor],
-                model_version=state.pinned_version or "",
-                outputs=requested,
-                client_timeout=self._timeout,
-            )
-        except (TimeoutError, InferenceServerException, OSError) as exc:
-            raise ScoringUnavailable(f"{model}: {exc}") from exc
+        for attempt in range(2):
+            if not state.usable or state.speaks is None:
+                raise ScoringUnavailable(f"{model}: {state.problem or 'not ready'}")
+            batch = rows.columns(state.speaks)
+            if batch is None:
+                raise ScoringUnavailable(
+                    f"{model}: speaks {state.speaks}, whose history features "
+                    "are unavailable"
+                )
+            try:
+                result = await self._call(model, state, batch, outputs)
+                break
+            except InferenceServerException as exc:
+                retry = attempt == 0 and _is_shape_error(exc)
+                if retry and await self._reread_schema(state):
+                    SCHEMA_RETRIES.labels(model).inc()
+                    continue
+                raise ScoringUnavailable(f"{model}: {exc}") from exc
+            except (TimeoutError, OSError) as exc:
+                raise ScoringUnavailable(f"{model}: {exc}") from exc
+        n = rows.matrix.shape[0]
         arrays = []
         for name in outputs:
             values = result.as_numpy(name)
-            if values is None or values.shape[0] != batch.shape[0]:
+            if values is None or values.shape[0] != n:
                 raise ScoringUnavailable(f"{model}: malformed output {name}")
-            values = values.reshape(batch.shape[0]).astype(np.float64)
+            values = values.reshape(n).astype(np.float64)
             if not np.all(np.isfinite(values)) or np.any((values < 0) | (values > 1)):
                 raise ScoringUnavailable(f"{model}: {name} outside [0, 1]")
             arrays.append(values)
         version = result.get_response().model_version or "unknown"
         return arrays, version
 
-    async def score(self, batch: np.ndarray) -> Scores:
+    async def _call(
+        self,
+        model: str,
+        state: ModelState,
+        batch: np.ndarray,
+        outputs: tuple[str, ...],
+    ) -> grpcclient.InferResult:
+        tensor = grpcclient.InferInput("features", list(batch.shape), "FP32")
+        tensor.set_data_from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        requested = [grpcclient.InferRequestedOutput(name) for name in outputs]
+        return await self._client.infer(
+            model,
+            [tensor],
+            model_version=state.pinned_version or "",
+            outputs=requested,
+            client_timeout=self._timeout,
+        )
+
+    async def score(self, rows: Features) -> Scores:
         """Anomaly scores and fraud probabilities for each row.
 
         The two models are called side by side rather than through the
@@ -217,8 +298,8 @@ class TritonScorer:
         concurrency 1-8 on this 2-core machine (see README).
         """
         (anomaly, anomaly_version), (risk, risk_version) = await asyncio.gather(
-            self._infer(self.anomaly_model, batch, ("anomaly_score",)),
-            self._infer(self.classifier_model, batch, ("risk_probability",)),
+            self._infer(self.anomaly_model, rows, ("anomaly_score",)),
+            self._infer(self.classifier_model, rows, ("risk_probability",)),
         )
         return Scores(
             anomaly[0],
@@ -229,14 +310,20 @@ class TritonScorer:
             },
         )
 
-    async def anomaly(self, batch: np.ndarray) -> tuple[np.ndarray, str]:
+    async def anomaly(self, rows: Features) -> tuple[np.ndarray, str]:
         (values,), version = await self._infer(
-            self.anomaly_model, batch, ("anomaly_score",)
+            self.anomaly_model, rows, ("anomaly_score",)
         )
         return values, version
 
-    async def classify(self, batch: np.ndarray) -> tuple[np.ndarray, str]:
+    async def classify(self, rows: Features) -> tuple[np.ndarray, str]:
         (values,), version = await self._infer(
-            self.classifier_model, batch, ("risk_probability",)
+            self.classifier_model, rows, ("risk_probability",)
         )
         return values, version
+
+
+def _is_shape_error(exc: InferenceServerException) -> bool:
+    """Triton refused the input as not matching the model's configuration."""
+    return "INVALID_ARGUMENT" in str(exc.status() or "") or "shape" in str(exc)
+

@@ -322,7 +322,8 @@ async def test_model_info_reads_versions_and_schema_from_triton(
 ) -> None:
     async with gateway() as client:
         info = (await client.get("/model/info")).json()
-    assert info["feature_schema"] == "txn-basic-v1"
+    assert info["feature_schema"] == "txn-history-v1"
+    assert len(info["feature_names"]) == 43
     assert info["triton_reachable"] is True
     for name in ("risk_ensemble", "anomaly_autoencoder", "risk_classifier"):
         model = info["models"][name]

@@ -1,0 +1,232 @@
+"""Each customer's history in Redis, updated with the functions training uses.
+
+Per customer, a hash ``<prefix>hist:v1:<sha256(user_id)>`` holds the
+``features.history.CustomerState`` as JSON (``s``) and a version (``v``); no
+raw user id is stored. The one global feature, how often anyone paid this
+exact amount in the last 7 days, reads per-day hashes
+``<prefix>hist:v1:amounts:<day>`` keyed by amount in cents.
+
+Applying a transaction writes the new state, a per-transaction marker holding
+the history block it was scored with, and the amount counter in one Lua
+script, only if neither the state's version nor the amount's 7-day count
+changed since they were read (compare-and-set, retried on conflict). A
+transaction whose marker exists gets its stored block back and changes
+nothing, so a retry or a replay never counts a transaction twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from features import history
+from gateway.limits import time_left
+from gateway.metrics import HISTORY_CONFLICTS, HISTORY_OUT_OF_ORDER
+
+log = logging.getLogger("gateway.history")
+
+_DAY_S = 86_400
+# A marker outlives any client retry or file replay we expect.
+MARKER_TTL_S = 30 * _DAY_S
+# A customer unseen this long starts afresh (longer than every window, and
+# than the 180 days that "no previous transaction" stands for).
+STATE_TTL_S = 400 * _DAY_S
+# A day's amount counters serve the 7 days that follow it.
+AMOUNTS_TTL_S = (history.DAY_BUCKETS_7D + 1) * _DAY_S
+ATTEMPTS = 5
+
+# KEYS: state, marker (or the state again when none), then the 7 day hashes of
+# the amount counters, newest first (none for an outcome).
+# ARGV: expected version, new state, marker value ('' for none), expected
+# amount count, amount in cents, and the three TTLs.
+# Returns 1 written, 0 conflict, -1 marker already there (nothing written).
+_APPLY = """
+local has_marker = ARGV[3] ~= ''
+if has_marker and redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
+local version = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+if version ~= tonumber(ARGV[1]) then return 0 end
+if #KEYS > 2 then
+  local count = 0
+  for i = 3, #KEYS do
+    count = count + tonumber(redis.call('HGET', KEYS[i], ARGV[5]) or '0')
+  end
+  if count ~= tonumber(ARGV[4]) then return 0 end
+  redis.call('HINCRBY', KEYS[3], ARGV[5], 1)
+  redis.call('EXPIRE', KEYS[3], ARGV[8])
+end
+redis.call('HSET', KEYS[1], 'v', version + 1, 's', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+if has_marker then redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[7]) end
+return 1
+"""
+
+
+class HistoryUnavailable(Exception):
+    """Redis did not read or update a customer's history in time."""
+
+
+@dataclass(frozen=True)
+class _Read:
+    version: int
+    state: history.CustomerState | None
+    amount_count: int
+    applied: np.ndarray | None
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+def _block(raw: bytes) -> np.ndarray:
+    return np.asarray(orjson.loads(raw)["block"], dtype=np.float32)
+
+
+class HistoryStore:
+    def __init__(
+        self,
+        url: str,
+        *,
+        key_prefix: str,
+        timeout_s: float,
+        budget_s: float,
+    ) -> None:
+        self._prefix = key_prefix + "hist:v1:"
+        # The whole read-compute-write of one operation, retries included.
+        self._budget_s = budget_s
+        self._redis = aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry_on_timeout=False,
+            health_check_interval=30,
+        )
+        self._apply = self._redis.register_script(_APPLY)
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+    def state_key(self, user_id: str) -> str:
+        return self._prefix + _digest(user_id)
+
+    def _marker_key(self, transaction_id: str) -> str:
+        return self._prefix + "applied:" + _digest(transaction_id)
+
+    def _amount_keys(self, event: history.HistoryEvent) -> list[str]:
+        """The day hashes of the 7-day amount window, the event's day first."""
+        return [
+            f"{self._prefix}amounts:{event.day - i}"
+            for i in range(history.DAY_BUCKETS_7D)
+        ]
+
+    async def _bounded(self, work: Any) -> Any:
+        """Run ``work`` within the budget and the request's deadline."""
+        try:
+            async with asyncio.timeout(time_left(self._budget_s)):
+                return await work
+        except TimeoutError:
+            raise HistoryUnavailable("history store did not answer in time") from None
+        except (RedisError, OSError, ValueError, KeyError) as exc:
+            raise HistoryUnavailable(str(exc) or type(exc).__name__) from exc
+
+    async def apply(self, event: history.HistoryEvent) -> np.ndarray:
+        """The history block of ``event``, its customer's state updated once."""
+        return await self._bounded(self._apply_once(event))  # type: ignore[no-any-return]
+
+    async def peek(self, events: Sequence[history.HistoryEvent]) -> np.ndarray:
+        """The history blocks of ``events`` against the current states, writing
+        nothing (each as if it were the customer's next transaction)."""
+        return await self._bounded(self._peek(events))  # type: ignore[no-any-return]
+
+    async def apply_outcome(
+        self, user_id: str, transaction_id: str, is_fraud: bool
+    ) -> None:
+        """The customer's history once this verdict on the transaction is known."""
+        await self._bounded(self._apply_outcome(user_id, transaction_id, is_fraud))
+
+    async def _read(self, event: history.HistoryEvent, marker: bool) -> _Read:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(self.state_key(event.user_id), ["v", "s"])
+            for key in self._amount_keys(event):
+                pipe.hget(key, str(event.cents))
+            if marker:
+                pipe.get(self._marker_key(event.transaction_id))
+            replies = await pipe.execute()
+        version, state = replies[0]
+        counts = replies[1 : 1 + history.DAY_BUCKETS_7D]
+        applied = replies[-1] if marker else None
+        return _Read(
+            version=int(version or 0),
+            state=history.CustomerState.from_json(state) if state else None,
+            amount_count=sum(int(c or 0) for c in counts),
+            applied=_block(applied) if applied is not None else None,
+        )
+
+    async def _peek(self, events: Sequence[history.HistoryEvent]) -> np.ndarray:
+        out = np.zeros((len(events), history.NUM_HISTORY_FEATURES), dtype=np.float32)
+        for row, event in enumerate(events):
+            read = await self._read(event, marker=False)
+            out[row] = history.history_features(read.state, event, read.amount_count)
+        return out
+
+    async def _apply_once(self, event: history.HistoryEvent) -> np.ndarray:
+        marker_key = self._marker_key(event.transaction_id)
+        for attempt in range(ATTEMPTS):
+            read = await self._read(event, marker=True)
+            if read.applied is not None:
+                return read.applied
+            block = history.history_features(read.state, event, read.amount_count)
+            state = history.apply_transaction(read.state, event)
+            marker = orjson.dumps({"block": [float(v) for v in block]})
+            written = await self._apply(
+                keys=[self.state_key(event.user_id), marker_key]
+                + self._amount_keys(event),
+                args=[
+                    read.version,
+                    state.to_json(),
+                    marker,
+                    read.amount_count,
+                    event.cents,
+                    STATE_TTL_S,
+                    MARKER_TTL_S,
+                    AMOUNTS_TTL_S,
+                ],
+            )
+            if written == 1:
+                latest = read.state.latest if read.state is not None else None
+                if latest is not None and event.epoch < latest:
+                    HISTORY_OUT_OF_ORDER.inc()
+                return block
+            if written == -1:
+                # Another request applied this transaction meanwhile.
+                continue
+            HISTORY_CONFLICTS.inc()
+            log.debug("history conflict, attempt %d", attempt + 1)
+        raise HistoryUnavailable(f"state kept changing over {ATTEMPTS} attempts")
+
+    async def _apply_outcome(
+        self, user_id: str, transaction_id: str, is_fraud: bool
+    ) -> None:
+        key = self.state_key(user_id)
+        for _ in range(ATTEMPTS):
+            version, raw = await self._redis.hmget(key, ["v", "s"])
+            before = history.CustomerState.from_json(raw) if raw else None
+            after = history.apply_outcome(before, transaction_id, is_fraud)
+            if before is not None and after.to_json() == before.to_json():
+                return
+            written = await self._apply(
+                keys=[key, key],
+                args=[int(version or 0), after.to_json(), "", 0, 0, STATE_TTL_S, 0, 0],
+            )
+            if written == 1:
+                return
+            HISTORY_CONFLICTS.inc()
+        raise HistoryUnavailable(f"state kept changing over {ATTEMPTS} attempts")
