@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import features
+from features import schemas
 
 ONNX_OPSETS: tuple[int, ...] = (17, 18)
 MAX_BATCH_SIZE = 1024
@@ -15,9 +16,19 @@ class ModelContract:
     name: str
     input_name: str
     output_name: str
-    num_features: int = features.NUM_FEATURES
+    # The input is one row of this feature schema; its width follows from it.
+    feature_schema: str = features.SCHEMA_ID
     output_width: int = 1
     parity_atol: float = 1e-5
+
+    @property
+    def num_features(self) -> int:
+        return schemas.width(self.feature_schema)
+
+    def for_schema(self, feature_schema: str) -> ModelContract:
+        """The same model on another feature schema (raises on an unknown one)."""
+        schemas.width(feature_schema)
+        return replace(self, feature_schema=feature_schema)
 
 
 # The anomaly calibration's steepest segment (slope ~1e4 between close legit

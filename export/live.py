@@ -6,12 +6,20 @@ serves the same version. Every change is appended to ``RELEASES.log`` at the
 top of the repository (one JSON object a line; Triton only looks at
 directories that hold a ``config.pbtxt``) and printed.
 
+A version speaks the feature schema its model card names (older versions
+without one: the config's). The config's input width and ``feature_schema``
+parameter are shared by all versions, so they are rewritten together with the
+version policy, in one atomic write: a change of version may switch the
+model's schema. The ensemble ``risk_ensemble`` (kept for perf_analyzer; the
+gateway calls the models) follows its members once they agree on a schema.
+
 A change is made in Triton as one step that never drops a request: Triton
-loads the new version next to the old one and unloads the old one only once
-the new one is ready. In explicit model control mode the command asks Triton
-to load the model and gets its verdict; in poll mode it waits for the poll to
-do the same. A version that fails to load leaves the old one serving, and the
-record is put back, so a restart keeps the old version too.
+loads the new version (with the new config) next to the old one and unloads
+the old one only once the new one is ready. In explicit model control mode
+the command asks Triton to load the model and gets its verdict; in poll mode
+it waits for the poll to do the same. A version that fails to load leaves
+the old one serving, and the record is put back (version and schema), so a
+restart keeps the old version too.
 """
 
 from __future__ import annotations
@@ -33,7 +41,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import features
 from export.errors import ExportError, SchemaMismatchError
 from export.repository import (
     CONFIG,
@@ -41,10 +48,25 @@ from export.repository import (
     _locked,
     _write_atomically,
     config_feature_schema,
+    config_input_width,
+    schema_text,
+    version_feature_schema,
     versions,
 )
+from features import schemas
+
+__all__ = [
+    "config_feature_schema",
+    "go_live",
+    "live_version",
+    "rollback",
+    "status",
+    "version_feature_schema",
+]
 
 RELEASES_LOG = "RELEASES.log"
+ENSEMBLE = "risk_ensemble"
+_MEMBER = re.compile(r'model_name:\s*"([^"]+)"')
 _POLICY = re.compile(r"^version_policy:.*$", re.MULTILINE)
 _SPECIFIC = re.compile(r"specific:\s*\{\s*versions:\s*\[([^\]]*)\]")
 # Requests to our own Triton must never go through a proxy.
@@ -65,6 +87,10 @@ class Release:
     to_version: int
     outcome: str  # "ok", "unchanged" or "failed"
     detail: str = ""
+    # The config's feature schema before and (asked) after; entries written
+    # before schemas were recorded have none.
+    from_schema: str | None = None
+    to_schema: str | None = None
 
     def line(self) -> str:
         return json.dumps(asdict(self), sort_keys=False)
@@ -88,25 +114,48 @@ def policy_text(config_text: str, version: int) -> str:
     return _POLICY.sub(policy, config_text, count=1)
 
 
-def check_version(model_dir: Path, version: int) -> None:
-    """Refuse a version that is missing or speaks another feature schema."""
+def onnx_input_width(path: Path) -> int | None:
+    """Columns of the graph's one input (None when the graph leaves it open)."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError and friends
+        raise ReleaseError(f"{path} cannot be read as ONNX: {exc}") from exc
+    initialisers = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initialisers]
+    if len(inputs) != 1:
+        raise ReleaseError(f"{path} has {len(inputs)} inputs, the serving contract one")
+    dims = inputs[0].type.tensor_type.shape.dim
+    if len(dims) != 2:
+        raise SchemaMismatchError(
+            f"{path}: input {inputs[0].name!r} has rank {len(dims)}, expected 2"
+        )
+    return dims[1].dim_value if dims[1].HasField("dim_value") else None
+
+
+def check_version(model_dir: Path, version: int) -> str:
+    """The feature schema of a version that may go live; refuses a version
+    that is missing, speaks an unknown schema, or whose model.onnx does not
+    take that schema's width."""
     version_dir = model_dir / str(version)
     if not (version_dir / MODEL_FILE).is_file():
         raise ReleaseError(f"{version_dir} has no {MODEL_FILE}; publish it first")
-    schema = config_feature_schema(model_dir / CONFIG)
-    if schema != features.SCHEMA_ID:
+    schema = version_feature_schema(model_dir, version)
+    if schema not in schemas.SCHEMAS:
         raise SchemaMismatchError(
-            f"{model_dir / CONFIG} declares feature schema {schema!r}; "
-            f"this code speaks {features.SCHEMA_ID!r}"
+            f"version {version} of {model_dir.name} speaks feature schema "
+            f"{schema!r}, which is not a known schema ({', '.join(schemas.SCHEMAS)})"
         )
-    card = version_dir / "model_card.json"
-    if card.is_file():
-        trained_on = json.loads(card.read_text()).get("feature_schema")
-        if trained_on != schema:
-            raise SchemaMismatchError(
-                f"version {version} was trained on feature schema {trained_on!r}, "
-                f"the model's config declares {schema!r}"
-            )
+    width = schemas.width(schema)
+    columns = onnx_input_width(version_dir / MODEL_FILE)
+    if columns is not None and columns != width:
+        raise SchemaMismatchError(
+            f"version {version} of {model_dir.name}: its model card says feature "
+            f"schema {schema!r} ({width} features) but its {MODEL_FILE} takes "
+            f"{columns} columns"
+        )
+    return schema
 
 
 def history(repository: Path, model: str) -> list[Release]:
@@ -268,43 +317,128 @@ def go_live(
 
     with _locked(model_dir):
         current = live_version(model_dir)
+        config = model_dir / CONFIG
+        before = config.read_text()
+        old_schema = config_feature_schema(config)
+        new_schema: str | None = None
 
         def record(outcome: str, detail: str = "") -> Release:
             entry = Release(
-                _now(), who, action, model, current, version, outcome, detail
+                _now(),
+                who,
+                action,
+                model,
+                current,
+                version,
+                outcome,
+                detail,
+                old_schema,
+                new_schema or old_schema,
             )
             _append(repository, entry, echo)
             return entry
 
         try:
-            check_version(model_dir, version)
+            new_schema = check_version(model_dir, version)
+            # Policy, input width and schema in one write: Triton never reads
+            # a config that pairs a version with another schema's width.
+            after = schema_text(policy_text(before, version), new_schema)
         except ExportError as exc:
             record("failed", str(exc))
             raise
-        config = model_dir / CONFIG
-        before = config.read_text()
-        after = policy_text(before, version)
         if current == version and after == before:
             return record("unchanged", f"version {version} is already live")
 
+        switch = ""
+        if new_schema != old_schema:
+            switch = (
+                f"; feature schema {old_schema} -> {new_schema} "
+                f"({config_input_width(config)} -> {schemas.width(new_schema)} "
+                "features)"
+            )
+            echo(
+                f"{model}: version {version} speaks {new_schema}, version "
+                f"{current} {old_schema}: the config switches the model's input "
+                f"to {schemas.width(new_schema)} features ({new_schema})"
+            )
         _write_atomically(config, after.encode())
         if triton is None:
-            return record("ok", "recorded only; Triton was not asked")
+            ensemble = _sync_ensemble(repository, None, echo) if switch else ""
+            return record(
+                "ok", f"recorded only; Triton was not asked{switch}{ensemble}"
+            )
         explicit: bool | None = None  # None: Triton refused the load
         try:
             explicit = triton.load(model)
             triton.wait_live(model, version, timeout_s)
         except ReleaseError as exc:
             # Put the record back so that Triton (now, or after a restart)
-            # keeps serving the version that was live.
+            # keeps serving the version that was live, with its schema.
             _write_atomically(config, before.encode())
             if explicit is not False:
                 with contextlib.suppress(ReleaseError):
                     triton.load(model)
-            record("failed", f"{exc}; version {current} still live")
+            if switch:
+                _sync_ensemble(repository, triton, echo)
+            new_schema = old_schema
+            record("failed", f"{exc}; version {current} still live ({old_schema})")
             raise
         how = "loaded by Triton" if explicit else "picked up by Triton's poll"
-        return record("ok", how)
+        ensemble = _sync_ensemble(repository, triton, echo) if switch else ""
+        return record("ok", f"{how}{switch}{ensemble}")
+
+
+def ensemble_state(repository: Path) -> dict[str, Any] | None:
+    """The ensemble's schema and its members' (None without an ensemble)."""
+    config = repository / ENSEMBLE / CONFIG
+    if not config.is_file():
+        return None
+    members = {
+        name: config_feature_schema(repository / name / CONFIG)
+        for name in _MEMBER.findall(config.read_text())
+    }
+    agreed = set(members.values())
+    return {
+        "feature_schema": config_feature_schema(config),
+        "members": members,
+        "members_agree": len(agreed) == 1,
+    }
+
+
+def _sync_ensemble(
+    repository: Path, triton: Triton | None, echo: Callable[[str], None]
+) -> str:
+    """Give the ensemble its members' schema once they agree; what was done.
+
+    While they disagree no input width fits both, so Triton cannot load the
+    ensemble; it is left as it is. The gateway does not use it.
+    """
+    state = ensemble_state(repository)
+    if state is None:
+        return ""
+    if not state["members_agree"]:
+        spoken = ", ".join(f"{m} {s}" for m, s in state["members"].items())
+        echo(
+            f"{ENSEMBLE} is unavailable until its members speak one feature "
+            f"schema ({spoken}); the gateway does not use it"
+        )
+        return f"; {ENSEMBLE} unavailable until its members agree"
+    (schema,) = set(state["members"].values())
+    ensemble_dir = repository / ENSEMBLE
+    with _locked(ensemble_dir):
+        config = ensemble_dir / CONFIG
+        before = config.read_text()
+        after = schema_text(before, schema)
+        if after != before:
+            _write_atomically(config, after.encode())
+    if triton is not None:
+        try:
+            triton.load(ENSEMBLE)
+        except ReleaseError as exc:
+            echo(f"{ENSEMBLE} speaks {schema} but Triton did not load it: {exc}")
+            return f"; {ENSEMBLE} speaks {schema}, not loaded: {exc}"
+    echo(f"{ENSEMBLE} speaks {schema} like its members")
+    return f"; {ENSEMBLE} speaks {schema}"
 
 
 def rollback(
@@ -334,17 +468,32 @@ def rollback(
     )
 
 
+def _schema_or_problem(model_dir: Path, version: int) -> str:
+    try:
+        return version_feature_schema(model_dir, version)
+    except ExportError as exc:
+        return f"unknown ({exc})"
+
+
 def status(repository: Path) -> dict[str, dict[str, Any]]:
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     for config in sorted(repository.glob("*/" + CONFIG)):
         model_dir = config.parent
         if "onnxruntime_onnx" not in config.read_text():
             continue
+        on_disk = versions(model_dir)
         out[model_dir.name] = {
             "live_version": live_version(model_dir),
-            "on_disk": versions(model_dir),
+            "feature_schema": config_feature_schema(config),
+            "on_disk": on_disk,
+            "version_schemas": {
+                str(v): _schema_or_problem(model_dir, v) for v in on_disk
+            },
             "rollback_to": previous_version(repository, model_dir.name),
         }
+    ensemble = ensemble_state(repository)
+    if ensemble is not None:
+        out[ENSEMBLE] = ensemble
     return out
 
 
@@ -371,7 +520,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds")
     parser.add_argument("--who", help="who asked (default user@host)")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("status", help="live version, versions on disk, rollback")
+    commands.add_parser(
+        "status", help="live version and schema, versions on disk, rollback"
+    )
     live = commands.add_parser("live", help="make one version the live one")
     live.add_argument("--model", required=True)
     live.add_argument("--version", type=int, required=True)

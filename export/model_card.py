@@ -6,10 +6,11 @@ import json
 from typing import Any
 
 from export.contract import ModelContract
+from features import schemas
 
 ROBUST_DESCRIPTIONS = {
     "anomaly_autoencoder": (
-        "PyTorch autoencoder (26-64-32-16-32-64-26) trained on legitimate "
+        "PyTorch autoencoder ({width}-64-32-16-32-64-{width}) trained on legitimate "
         "transactions only, with unseen-value augmentation (each categorical "
         "field moved to its OTHER bucket with a small probability, afresh every "
         "epoch). Score: blockwise reconstruction error, the mean of one term per "
@@ -29,7 +30,7 @@ ROBUST_DESCRIPTIONS = {
 }
 DESCRIPTIONS = {
     "anomaly_autoencoder": (
-        "PyTorch autoencoder (26-64-32-16-32-64-26) trained on legitimate "
+        "PyTorch autoencoder ({width}-64-32-16-32-64-{width}) trained on legitimate "
         "transactions only. Score: mean squared reconstruction error in "
         "standardised space, mapped into [0, 1] by a monotone piecewise-linear "
         "curve through quantiles of legitimate calibration traffic."
@@ -69,14 +70,16 @@ def card(
         )
     )
     descriptions = ROBUST_DESCRIPTIONS if robust else DESCRIPTIONS
+    schema = contract.feature_schema
     return {
         "model": contract.name,
         "version": version,
-        "description": descriptions[contract.name],
-        "feature_schema": manifest["feature_schema"],
+        "description": descriptions[contract.name].format(width=contract.num_features),
+        "feature_schema": schema,
+        "feature_names": list(schemas.feature_names(schema)),
         "interface": {
             "input": f"{contract.input_name} float32 [batch, {contract.num_features}]"
-            " (raw features.encode vector)",
+            f" (raw {schema} vector)",
             "output": f"{contract.output_name} float32 [batch, "
             f"{contract.output_width}] in [0, 1]",
             "onnx_opset": opset,
@@ -129,6 +132,7 @@ def render(content: dict[str, Any]) -> str:
         content["description"],
         "",
         f"- feature schema: `{content['feature_schema']}`",
+        *_feature_lines(content.get("feature_names")),
         f"- input: {content['interface']['input']}",
         f"- output: {content['interface']['output']}",
         f"- ONNX opset {content['interface']['onnx_opset']}",
@@ -166,6 +170,12 @@ def render(content: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _feature_lines(names: list[str] | None) -> list[str]:
+    if not names:
+        return []
+    return [f"- {len(names)} features: " + ", ".join(f"`{n}`" for n in names)]
 
 
 def _shares(shares: dict[str, float]) -> str:

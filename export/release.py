@@ -6,16 +6,23 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 
-import features
 from export import model_card
 from export.contract import AUTOENCODER, CLASSIFIER, ModelContract
 from export.errors import SchemaMismatchError
 from export.parity import Reference, check_contract, check_parity
-from export.repository import MODEL_FILE, ensure_config, publish_version
+from export.repository import (
+    CONFIG,
+    MODEL_FILE,
+    config_feature_schema,
+    ensure_config,
+    publish_version,
+)
+from features import schemas
 from training import run as layout
 from training.run import RunDir
 
@@ -43,48 +50,87 @@ def verify(
     return Exported(contract, model, parity)
 
 
-def export_autoencoder(run: RunDir, sample: np.ndarray) -> Exported:
+def run_schema(manifest: dict[str, Any]) -> str:
+    """The feature schema a run was trained on, checked against the registry."""
+    schema = manifest.get("feature_schema")
+    if schema not in schemas.SCHEMAS:
+        raise SchemaMismatchError(
+            f"run trained on feature schema {schema!r}, which is not a known "
+            f"schema ({', '.join(schemas.SCHEMAS)})"
+        )
+    names = manifest.get("feature_names")
+    expected = schemas.SCHEMAS[schema]
+    if names is not None and tuple(names) != expected:
+        pairs = enumerate(zip(names, expected, strict=False))
+        where = next(
+            (i for i, (got, want) in pairs if got != want),
+            min(len(names), len(expected)),
+        )
+        raise SchemaMismatchError(
+            f"run's feature_names ({len(names)}) are not those of {schema!r} "
+            f"({len(expected)}); first difference at column {where}"
+        )
+    return str(schema)
+
+
+def _contract(run: RunDir, base: ModelContract) -> ModelContract:
+    return base.for_schema(run_schema(run.manifest()))
+
+
+def export_autoencoder(
+    run: RunDir, sample: np.ndarray, contract: ModelContract | None = None
+) -> Exported:
     import torch
 
     from export.torch_onnx import export_torch
     from training.autoencoder import load_scorer
 
+    contract = contract or _contract(run, AUTOENCODER)
     scorer = load_scorer(run / layout.AUTOENCODER).eval()
 
     def reference(rows: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             return scorer(torch.from_numpy(rows)).numpy()
 
-    model = export_torch(scorer, sample, AUTOENCODER)
-    return verify(model, AUTOENCODER, reference, sample)
+    model = export_torch(scorer, sample, contract)
+    return verify(model, contract, reference, sample)
 
 
-def export_classifier(run: RunDir, sample: np.ndarray) -> Exported:
+def export_classifier(
+    run: RunDir, sample: np.ndarray, contract: ModelContract | None = None
+) -> Exported:
     from export.keras_onnx import export_savedmodel
     from training.classifier import load_classifier
 
+    contract = contract or _contract(run, CLASSIFIER)
     keras_model = load_classifier(run / layout.CLASSIFIER_KERAS)
 
     def reference(rows: np.ndarray) -> np.ndarray:
         return np.asarray(keras_model(rows, training=False))
 
-    model = export_savedmodel(run / layout.CLASSIFIER_SAVEDMODEL, CLASSIFIER)
-    return verify(model, CLASSIFIER, reference, sample)
+    model = export_savedmodel(run / layout.CLASSIFIER_SAVEDMODEL, contract)
+    return verify(model, contract, reference, sample)
 
 
 EXPORTERS = {
     AUTOENCODER.name: export_autoencoder,
     CLASSIFIER.name: export_classifier,
 }
+BASE_CONTRACTS = {AUTOENCODER.name: AUTOENCODER, CLASSIFIER.name: CLASSIFIER}
 
 
 def publish(exported: Exported, repository: Path, manifest: dict) -> Path:
-    """Version N+1 of the model with its card; refuses a schema mismatch."""
-    schema = manifest["feature_schema"]
-    if schema != features.SCHEMA_ID:
+    """Version N+1 of the model with its card.
+
+    The version may speak another feature schema than the model's config (and
+    so than the live version): only the version directory is written, and the
+    config follows the version when it goes live (``python -m export.live``).
+    """
+    schema = run_schema(manifest)
+    if exported.contract.feature_schema != schema:
         raise SchemaMismatchError(
-            f"run trained on feature schema {schema!r}, this code speaks "
-            f"{features.SCHEMA_ID!r}"
+            f"{exported.contract.name} was exported for "
+            f"{exported.contract.feature_schema!r}, the run trained on {schema!r}"
         )
     model_dir = repository / exported.contract.name
     ensure_config(model_dir, exported.contract, schema)
@@ -114,18 +160,26 @@ def release(
 ) -> dict[str, dict]:
     run = RunDir(run_path)
     manifest = run.manifest()
+    schema = run_schema(manifest)
     sample = np.load(run / layout.PARITY_FEATURES)
+    if sample.ndim != 2 or sample.shape[1] != schemas.width(schema):
+        raise SchemaMismatchError(
+            f"{run / layout.PARITY_FEATURES} has shape {sample.shape}; the run's "
+            f"schema {schema!r} has {schemas.width(schema)} columns"
+        )
     onnx_dir = run_path / "onnx"
     onnx_dir.mkdir(exist_ok=True)
 
     summary: dict[str, dict] = {}
     exported_models = []
     for name in models:
-        exported = EXPORTERS[name](run, sample)
+        contract = BASE_CONTRACTS[name].for_schema(schema)
+        exported = EXPORTERS[name](run, sample, contract)
         onnx.save(exported.model, onnx_dir / f"{name}.onnx")
         print(f"{name}: contract and parity ok {exported.parity}", file=sys.stderr)
         exported_models.append(exported)
         summary[name] = {
+            "feature_schema": schema,
             "parity_max_abs_diff": exported.parity,
             "opset": exported.opset,
         }
@@ -134,6 +188,20 @@ def release(
     if publish_models:
         for exported in exported_models:
             version_dir = publish(exported, repository, manifest)
-            summary[exported.contract.name]["published"] = str(version_dir)
-            print(f"published {version_dir}", file=sys.stderr)
+            name = exported.contract.name
+            summary[name]["published"] = str(version_dir)
+            print(f"published {version_dir} ({schema})", file=sys.stderr)
+            live_schema = config_feature_schema(version_dir.parent / CONFIG)
+            if live_schema != schema:
+                switch = f"{live_schema} -> {schema}"
+                summary[name]["going_live_switches_schema"] = switch
+                print(
+                    f"NOTE: {name} version {version_dir.name} speaks {schema} "
+                    f"({schemas.width(schema)} features); its config, and so "
+                    f"what Triton serves, still speaks {live_schema}. Going live "
+                    f"(python -m export.live live --model {name} --version "
+                    f"{version_dir.name}) switches the model's input schema "
+                    f"{switch}.",
+                    file=sys.stderr,
+                )
     return summary

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import re
 import shutil
@@ -13,14 +14,20 @@ from pathlib import Path
 
 from export.contract import MAX_BATCH_SIZE, ModelContract
 from export.errors import PublishError, SchemaMismatchError
+from features import schemas
 
 CONFIG = "config.pbtxt"
 MODEL_FILE = "model.onnx"
+MODEL_CARD = "model_card.json"
 # Triton only treats numeric directory names as versions, so a dot-prefixed
 # staging directory next to them is never loaded half-written.
 STAGING_PREFIX = ".staging-"
 _SCHEMA_PARAM = re.compile(
-    r'key:\s*"feature_schema"\s*value:\s*\{\s*string_value:\s*"([^"]*)"\s*\}'
+    r'(key:\s*"feature_schema"\s*value:\s*\{\s*string_value:\s*")([^"]*)("\s*\})'
+)
+# The dims of the first (the only) input tensor.
+_INPUT_DIMS = re.compile(
+    r"(^input\s*\[\s*\{[^}]*?dims:\s*\[)([^\]]*)(\])", re.MULTILINE
 )
 
 
@@ -33,7 +40,7 @@ input [
   {{
     name: "{contract.input_name}"
     data_type: TYPE_FP32
-    dims: [ {contract.num_features} ]
+    dims: [ {schemas.width(feature_schema)} ]
   }}
 ]
 output [
@@ -61,27 +68,64 @@ parameters {{
 
 
 def config_feature_schema(config: Path) -> str:
+    """The feature schema a model's config makes Triton (and the gateway) use."""
     match = _SCHEMA_PARAM.search(config.read_text())
     if match is None:
         raise SchemaMismatchError(f"{config} records no feature_schema parameter")
-    return match.group(1)
+    return match.group(2)
+
+
+def config_input_width(config: Path) -> int:
+    """The width of the input tensor that a model's config declares."""
+    match = _INPUT_DIMS.search(config.read_text())
+    dims = re.findall(r"-?\d+", match.group(2)) if match else []
+    if len(dims) != 1:
+        raise SchemaMismatchError(f"{config} declares no one-dimensional input")
+    return int(dims[0])
+
+
+def schema_text(config_text: str, feature_schema: str) -> str:
+    """The config with its input width and feature_schema set to the schema's."""
+    width = schemas.width(feature_schema)
+    text, dims = _INPUT_DIMS.subn(rf"\g<1> {width} \g<3>", config_text, count=1)
+    text, params = _SCHEMA_PARAM.subn(rf"\g<1>{feature_schema}\g<3>", text, count=1)
+    if not dims or not params:
+        raise SchemaMismatchError(
+            "config declares no input dims or no feature_schema parameter to rewrite"
+        )
+    return text
+
+
+def version_feature_schema(model_dir: Path, version: int) -> str:
+    """The feature schema version N was trained on.
+
+    Its model card says; a version published without one (before cards
+    recorded it) speaks the schema of the model's config.
+    """
+    card = model_dir / str(version) / MODEL_CARD
+    if card.is_file():
+        try:
+            recorded = json.loads(card.read_text()).get("feature_schema")
+        except (json.JSONDecodeError, AttributeError) as exc:
+            raise SchemaMismatchError(f"{card} is not a readable model card") from exc
+        if recorded is not None:
+            return str(recorded)
+    return config_feature_schema(model_dir / CONFIG)
 
 
 def ensure_config(
     model_dir: Path, contract: ModelContract, feature_schema: str
 ) -> Path:
-    """Write the config if the model has none; else check it speaks our schema."""
+    """Write the config if the model has none; else check it names our tensors.
+
+    An existing config may speak another feature schema than the version
+    being published: the config changes with the version when it goes live.
+    """
     config = model_dir / CONFIG
     if not config.exists():
         model_dir.mkdir(parents=True, exist_ok=True)
         _write_atomically(config, config_text(contract, feature_schema).encode())
         return config
-    recorded = config_feature_schema(config)
-    if recorded != feature_schema:
-        raise SchemaMismatchError(
-            f"{config} declares feature schema {recorded!r} but the model was "
-            f"trained on {feature_schema!r}"
-        )
     text = config.read_text()
     for name in (contract.name, contract.input_name, contract.output_name):
         if f'"{name}"' not in text:

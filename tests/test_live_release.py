@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
 import pytest
+from triton_fixtures import STAND_INS, write_linear_onnx
 
 from export import live
 from export.errors import SchemaMismatchError
+from export.repository import publish_version, version_feature_schema
+from features.schemas import BASIC_SCHEMA_ID, HISTORY_SCHEMA_ID, width
 
 COMMITTED = Path(__file__).resolve().parents[1] / "model_repository"
 MODEL = "risk_classifier"
+MODELS = tuple(STAND_INS)
 
 
 @pytest.fixture
@@ -64,7 +69,7 @@ def test_rollback_follows_the_history_not_the_numbers(repo: Path) -> None:
     assert live.previous_version(repo, MODEL) == 2
 
 
-def test_version_trained_on_another_schema_is_refused_and_logged(
+def test_version_trained_on_an_unknown_schema_is_refused_and_logged(
     repo: Path,
 ) -> None:
     card = repo / MODEL / "3" / "model_card.json"
@@ -73,7 +78,7 @@ def test_version_trained_on_another_schema_is_refused_and_logged(
     card.write_text(json.dumps(content))
     before = (repo / MODEL / "config.pbtxt").read_text()
 
-    with pytest.raises(SchemaMismatchError, match="txn-basic-v9"):
+    with pytest.raises(SchemaMismatchError, match="'txn-basic-v9', which is not a"):
         live.go_live(repo, MODEL, 3, triton=None, echo=lambda _: None)
 
     assert (repo / MODEL / "config.pbtxt").read_text() == before
@@ -94,10 +99,243 @@ def test_going_live_with_the_live_version_changes_nothing(repo: Path) -> None:
 def test_command_line_status_and_refusal(repo: Path, capsys) -> None:
     assert live.main(["--repository", str(repo), "status"]) == 0
     shown = json.loads(capsys.readouterr().out)
-    assert shown[MODEL] == {"live_version": 2, "on_disk": [1, 2, 3], "rollback_to": 1}
+    assert shown[MODEL] == {
+        "live_version": 2,
+        "feature_schema": BASIC_SCHEMA_ID,
+        "on_disk": [1, 2, 3],
+        "version_schemas": {v: BASIC_SCHEMA_ID for v in ("1", "2", "3")},
+        "rollback_to": 1,
+    }
     code = live.main(
         ["--repository", str(repo), "--triton-url", "none", "live"]
         + ["--model", MODEL, "--version", "9"]
     )
     assert code == 1
     assert "refused" in capsys.readouterr().err
+
+
+# -- versions on another feature schema ---------------------------------------
+
+
+class FakeTriton:
+    """Records what a release asks of Triton; ``fail`` makes loads fail."""
+
+    def __init__(self, fail: set[str] | None = None) -> None:
+        self.fail = fail or set()
+        self.loads: list[str] = []
+
+    def load(self, model: str) -> bool:
+        self.loads.append(model)
+        return True
+
+    def wait_live(self, model: str, version: int, timeout_s: float) -> None:
+        if model in self.fail:
+            raise live.ReleaseError(f"Triton failed to load version {version}: boom")
+
+
+def publish_stand_in(repo: Path, model: str, schema: str, *, card: bool = True) -> int:
+    """A linear stand-in for ``schema`` as the model's next version."""
+    output, seed = STAND_INS[model]
+    staged = write_linear_onnx(
+        repo / f"staged-{model}.onnx", output, seed + 10, width=width(schema)
+    )
+    files = {"model.onnx": staged.read_bytes()}
+    if card:
+        files["model_card.json"] = json.dumps({"feature_schema": schema}).encode()
+    return int(publish_version(repo / model, lambda _: files).name)
+
+
+@pytest.fixture
+def full_repo(tmp_path: Path) -> Path:
+    """Both committed models (version 2 live, txn-basic-v1) and the ensemble."""
+    target = tmp_path / "full"
+    shutil.copytree(COMMITTED, target)
+    (target / live.RELEASES_LOG).unlink(missing_ok=True)
+    return target
+
+
+def config(repo: Path, model: str) -> str:
+    return (repo / model / "config.pbtxt").read_text()
+
+
+def input_dims(text: str) -> int:
+    match = re.search(r"input \[\s*\{[^}]*dims: \[ (\d+) \]", text)
+    assert match is not None, text
+    return int(match.group(1))
+
+
+def test_history_version_is_published_next_to_basic_ones(full_repo: Path) -> None:
+    before = config(full_repo, MODEL)
+    version = publish_stand_in(full_repo, MODEL, HISTORY_SCHEMA_ID)
+
+    assert version == 3
+    assert config(full_repo, MODEL) == before
+    model_dir = full_repo / MODEL
+    assert [version_feature_schema(model_dir, v) for v in (1, 2, 3)] == [
+        BASIC_SCHEMA_ID,
+        BASIC_SCHEMA_ID,
+        HISTORY_SCHEMA_ID,
+    ]
+    shown = live.status(full_repo)[MODEL]
+    assert shown["feature_schema"] == BASIC_SCHEMA_ID
+    assert shown["version_schemas"]["3"] == HISTORY_SCHEMA_ID
+
+
+def test_version_without_a_card_speaks_the_configs_schema(full_repo: Path) -> None:
+    version = publish_stand_in(full_repo, MODEL, BASIC_SCHEMA_ID, card=False)
+    assert version_feature_schema(full_repo / MODEL, version) == BASIC_SCHEMA_ID
+    assert live.check_version(full_repo / MODEL, version) == BASIC_SCHEMA_ID
+
+
+def test_live_switches_dims_and_schema_in_one_config_write(
+    full_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    version = publish_stand_in(full_repo, MODEL, HISTORY_SCHEMA_ID)
+    writes: list[tuple[Path, str]] = []
+    write = live._write_atomically
+
+    def recording(path: Path, payload: bytes) -> None:
+        writes.append((path, payload.decode()))
+        write(path, payload)
+
+    monkeypatch.setattr(live, "_write_atomically", recording)
+    printed: list[str] = []
+    triton = FakeTriton()
+    entry = live.go_live(
+        full_repo, MODEL, version, triton=triton, who="ana", echo=printed.append
+    )
+
+    model_writes = [text for path, text in writes if path.parent.name == MODEL]
+    assert len(model_writes) == 1
+    (written,) = model_writes
+    assert written == config(full_repo, MODEL)
+    assert "version_policy: { specific: { versions: [ 3 ] } }" in written
+    assert input_dims(written) == 43
+    assert f'string_value: "{HISTORY_SCHEMA_ID}"' in written
+    assert BASIC_SCHEMA_ID not in written
+    assert live.config_feature_schema(full_repo / MODEL / "config.pbtxt") == (
+        HISTORY_SCHEMA_ID
+    )
+    assert live.live_version(full_repo / MODEL) == 3
+
+    assert (entry.outcome, entry.from_schema, entry.to_schema) == (
+        "ok",
+        BASIC_SCHEMA_ID,
+        HISTORY_SCHEMA_ID,
+    )
+    assert "feature schema txn-basic-v1 -> txn-history-v1 (26 -> 43" in entry.detail
+    logged = lines(full_repo)[-1]
+    assert (logged["from_schema"], logged["to_schema"]) == (
+        BASIC_SCHEMA_ID,
+        HISTORY_SCHEMA_ID,
+    )
+    assert any("switches the model's input to 43 features" in p for p in printed)
+    # The members now disagree: the ensemble is left alone and said to be down.
+    assert triton.loads == [MODEL]
+    assert input_dims(config(full_repo, live.ENSEMBLE)) == 26
+    assert any("risk_ensemble is unavailable until" in p for p in printed)
+    assert "risk_ensemble unavailable until its members agree" in entry.detail
+
+
+def test_rollback_switches_the_schema_back(full_repo: Path) -> None:
+    version = publish_stand_in(full_repo, MODEL, HISTORY_SCHEMA_ID)
+    before = config(full_repo, MODEL)
+    live.go_live(full_repo, MODEL, version, triton=None, echo=lambda _: None)
+
+    back = live.rollback(full_repo, MODEL, triton=None, echo=lambda _: None)
+
+    assert (back.to_version, back.from_schema, back.to_schema) == (
+        2,
+        HISTORY_SCHEMA_ID,
+        BASIC_SCHEMA_ID,
+    )
+    assert config(full_repo, MODEL) == before
+    assert live.status(full_repo)[MODEL]["rollback_to"] == 1
+
+
+def test_failed_load_puts_the_old_config_and_schema_back(full_repo: Path) -> None:
+    version = publish_stand_in(full_repo, MODEL, HISTORY_SCHEMA_ID)
+    before = config(full_repo, MODEL)
+    triton = FakeTriton(fail={MODEL})
+
+    with pytest.raises(live.ReleaseError, match="boom"):
+        live.go_live(full_repo, MODEL, version, triton=triton, echo=lambda _: None)
+
+    assert config(full_repo, MODEL) == before
+    # Asked to load the new config, then the old one again.
+    assert triton.loads[:2] == [MODEL, MODEL]
+    logged = lines(full_repo)[-1]
+    assert logged["outcome"] == "failed"
+    assert "version 2 still live (txn-basic-v1)" in logged["detail"]
+    assert logged["to_schema"] == BASIC_SCHEMA_ID
+
+
+def test_card_and_onnx_width_that_disagree_are_refused(full_repo: Path) -> None:
+    version = publish_stand_in(full_repo, MODEL, BASIC_SCHEMA_ID)
+    card = full_repo / MODEL / str(version) / "model_card.json"
+    card.write_text(json.dumps({"feature_schema": HISTORY_SCHEMA_ID}))
+    before = config(full_repo, MODEL)
+
+    with pytest.raises(SchemaMismatchError, match="takes 26 columns"):
+        live.go_live(full_repo, MODEL, version, triton=None, echo=lambda _: None)
+
+    assert config(full_repo, MODEL) == before
+    assert lines(full_repo)[-1]["outcome"] == "failed"
+
+
+def test_unreadable_onnx_is_refused_before_triton_is_asked(full_repo: Path) -> None:
+    version = int(
+        publish_version(
+            full_repo / MODEL, lambda _: {"model.onnx": b"not an onnx model"}
+        ).name
+    )
+    triton = FakeTriton()
+    with pytest.raises(live.ReleaseError, match="cannot be read as ONNX"):
+        live.go_live(full_repo, MODEL, version, triton=triton, echo=lambda _: None)
+    assert triton.loads == []
+    assert live.live_version(full_repo / MODEL) == 2
+
+
+def test_ensemble_follows_its_members_once_they_agree(full_repo: Path) -> None:
+    new = {m: publish_stand_in(full_repo, m, HISTORY_SCHEMA_ID) for m in MODELS}
+    triton = FakeTriton()
+    printed: list[str] = []
+    ensemble_before = config(full_repo, live.ENSEMBLE)
+
+    live.go_live(
+        full_repo, MODELS[0], new[MODELS[0]], triton=triton, echo=printed.append
+    )
+    assert config(full_repo, live.ENSEMBLE) == ensemble_before
+    assert live.ENSEMBLE not in triton.loads
+
+    entry = live.go_live(
+        full_repo, MODELS[1], new[MODELS[1]], triton=triton, echo=printed.append
+    )
+    ensemble = config(full_repo, live.ENSEMBLE)
+    assert input_dims(ensemble) == 43
+    assert f'string_value: "{HISTORY_SCHEMA_ID}"' in ensemble
+    assert triton.loads[-1] == live.ENSEMBLE
+    assert "risk_ensemble speaks txn-history-v1" in entry.detail
+    assert live.status(full_repo)[live.ENSEMBLE] == {
+        "feature_schema": HISTORY_SCHEMA_ID,
+        "members": {m: HISTORY_SCHEMA_ID for m in MODELS},
+        "members_agree": True,
+    }
+
+    # One rolled back: the ensemble keeps its config until they agree again.
+    live.rollback(full_repo, MODELS[0], triton=triton, echo=printed.append)
+    assert input_dims(config(full_repo, live.ENSEMBLE)) == 43
+    assert live.status(full_repo)[live.ENSEMBLE]["members_agree"] is False
+    live.rollback(full_repo, MODELS[1], triton=triton, echo=printed.append)
+    assert config(full_repo, live.ENSEMBLE) == ensemble_before
+    assert triton.loads[-1] == live.ENSEMBLE
+
+
+def test_evaluate_release_helpers_read_the_live_version_and_schema() -> None:
+    for model in MODELS:
+        model_dir = COMMITTED / model
+        assert live.live_version(model_dir) == 2
+        assert live.config_feature_schema(model_dir / "config.pbtxt") == (
+            BASIC_SCHEMA_ID
+        )
+        assert live.version_feature_schema(model_dir, 2) == BASIC_SCHEMA_ID

@@ -27,6 +27,7 @@ from conftest import TEST_DATABASE_URL, TEST_REDIS_PREFIX, TEST_REDIS_URL, trans
 from triton_fixtures import free_ports, write_linear_onnx
 
 from export import live
+from export.errors import SchemaMismatchError
 from export.repository import publish_version
 from gateway.app import create_app
 from gateway.config import Settings
@@ -230,26 +231,40 @@ async def test_go_live_and_rollback_under_load_fail_nothing(
 async def test_broken_versions_never_replace_the_live_one(
     client: httpx.AsyncClient, triton: TritonHandle, repository: Path
 ) -> None:
+    """Versions the release command can tell are broken never reach Triton;
+    one that only Triton finds broken fails to load and the old one serves."""
     control = live.Triton(triton.http_url)
     corrupt = {"model.onnx": b"not an onnx model"}
-    bad_anomaly = int(
+    unreadable = int(
         publish_version(repository / "anomaly_autoencoder", lambda _: corrupt).name
     )
     staged = repository.parent / "staged-wide.onnx"
     write_linear_onnx(staged, "risk_probability", seed=5, width=27)
-    wide = {"model.onnx": staged.read_bytes()}
-    bad_classifier = int(
-        publish_version(repository / "risk_classifier", lambda _: wide).name
+    too_wide = int(
+        publish_version(
+            repository / "risk_classifier",
+            lambda _: {"model.onnx": staged.read_bytes()},
+        ).name
+    )
+    # Right width, but no `risk_probability` output: only loading it tells.
+    write_linear_onnx(staged, "other_output", seed=6)
+    unloadable = int(
+        publish_version(
+            repository / "risk_classifier",
+            lambda _: {"model.onnx": staged.read_bytes()},
+        ).name
     )
     load = Load(client)
     runner = asyncio.create_task(load.run())
 
     await asyncio.sleep(1)
-    for model, version in (
-        ("anomaly_autoencoder", bad_anomaly),
-        ("risk_classifier", bad_classifier),
-    ):
-        with pytest.raises(live.ReleaseError, match="failed to load|load failed"):
+    attempts: tuple[tuple[str, int, type[Exception], str], ...] = (
+        ("anomaly_autoencoder", unreadable, live.ReleaseError, "cannot be read"),
+        ("risk_classifier", too_wide, SchemaMismatchError, "takes 27 columns"),
+        ("risk_classifier", unloadable, live.ReleaseError, "failed to load|load fa"),
+    )
+    for model, version, error, message in attempts:
+        with pytest.raises(error, match=message):
             await asyncio.to_thread(
                 live.go_live, repository, model, version, triton=control
             )
@@ -262,7 +277,7 @@ async def test_broken_versions_never_replace_the_live_one(
     check_clean(load.answers)
     assert load.versions(0, float("inf")) == {("2", "2")}
     info = (await client.get("/model/info")).json()["models"]
-    assert str(bad_classifier) in info["risk_classifier"]["failed_versions"]
+    assert str(unloadable) in info["risk_classifier"]["failed_versions"]
     for model in MODELS:
         assert info[model]["live_version"] == "2"
         assert info[model]["usable"] is True
