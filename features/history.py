@@ -281,7 +281,9 @@ def _prune(buckets: dict[int, list[float]], latest: int, keep: int) -> None:
         del buckets[bucket]
 
 
-def apply_transaction(state: CustomerState | None, event: HistoryEvent) -> CustomerState:
+def apply_transaction(
+    state: CustomerState | None, event: HistoryEvent
+) -> CustomerState:
     """The customer's state once ``event`` has happened (a new object)."""
     new = CustomerState() if state is None else state.copy()
     t = event.epoch

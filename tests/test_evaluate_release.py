@@ -11,8 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from export.repository import versions
+from features.schemas import WIDEST_SCHEMA_ID
 from training import evaluate_release, synthetic
 from training.data import read_transactions
+from training.history import encode
 from training.split_file import main as split_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,12 +48,13 @@ def split(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 @pytest.fixture
 def repository(tmp_path: Path) -> Path:
-    """A copy of the published models, with a version 3 that is version 1 again,
-    under the ``latest`` version policy."""
+    """A copy of the published models, with a newest version that is version 1
+    again, under the ``latest`` version policy."""
     repo = tmp_path / "repo"
     for name in ("risk_classifier", "anomaly_autoencoder"):
         shutil.copytree(ROOT / "model_repository" / name, repo / name)
-        shutil.copytree(repo / name / "1", repo / name / "3")
+        newest = max(int(p.name) for p in (repo / name).iterdir() if p.name.isdigit())
+        shutil.copytree(repo / name / "1", repo / name / str(newest + 1))
         config = repo / name / "config.pbtxt"
         text = re.sub(r"version_policy:.*", "", config.read_text())
         config.write_text(text + "version_policy: { latest: { num_versions: 1 } }\n")
@@ -124,7 +128,8 @@ def test_evaluate_writes_metrics_for_every_model(
             assert sum(values["policy"][who].values()) == pytest.approx(1.0)
         assert 0 <= values["pr_auc"] <= 1 and 0 <= values["ece"] <= 1
     # Live = the highest version in the repository.
-    assert metrics["published"]["risk_classifier"]["version"] == 3
+    newest = max(versions(repository / "risk_classifier"))
+    assert metrics["published"]["risk_classifier"]["version"] == newest
     assert metrics["baseline"]["label_delay_days"] == 7
     for name in ("report.md", "precision_recall.png", "score_histograms.png"):
         assert (out / name).stat().st_size > 0
@@ -136,7 +141,7 @@ def test_evaluate_scores_match_the_onnx_graph(
 ) -> None:
     _, later = split
     model = evaluate_release.published(repository, "risk_classifier")
-    x = read_transactions(later).features()[:64]
+    x = encode(read_transactions(later), WIDEST_SCHEMA_ID)[:64]
     scores = evaluate_release.onnx_scorer(model)(x)
     assert scores.shape == (64,)
     assert np.all((scores >= 0) & (scores <= 1))
@@ -153,9 +158,19 @@ def test_history_overlapping_data_is_refused(
 
 
 def test_a_model_speaking_another_feature_schema_is_refused(repository: Path) -> None:
-    config = repository / "risk_classifier" / "config.pbtxt"
-    config.write_text(config.read_text().replace("txn-basic-v1", "txn-basic-v9"))
+    # The live version's model card names its schema; old versions without
+    # one fall back to the config's.
+    model = evaluate_release.published(repository, "risk_classifier")
+    card = model.path.parent / "model_card.json"
+    content = json.loads(card.read_text())
+    content["feature_schema"] = "txn-basic-v9"
+    card.write_text(json.dumps(content))
     with pytest.raises(ValueError, match="txn-basic-v9"):
+        evaluate_release.published(repository, "risk_classifier")
+    card.unlink()
+    config = repository / "risk_classifier" / "config.pbtxt"
+    config.write_text(config.read_text().replace("txn-basic-v1", "txn-basic-v8"))
+    with pytest.raises(ValueError, match="txn-basic-v8"):
         evaluate_release.published(repository, "risk_classifier")
 
 

@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from features.schemas import HISTORY_SCHEMA_ID
 from training import synthetic
 from training.data import UNLABELLED, MalformedDataError, read_transactions
 from training.evaluate_release import baseline_as_of
+from training.history import encode
 from training.labels import known_rows, label_known_at, labels_as_of
 
 DAY = 86_400.0
@@ -78,9 +80,16 @@ def test_baseline_at_t_ignores_labels_not_yet_known(history: Path) -> None:
     flipped = np.where(future, 1 - txns.is_fraud, txns.is_fraud).astype(np.int8)
     tampered = txns.take(np.arange(len(txns)))
     object.__setattr__(tampered, "is_fraud", flipped)
-    probe = txns.features()[:500]
-    model, rows = baseline_as_of(txns, t)
-    model_tampered, rows_tampered = baseline_as_of(tampered, t)
+    # History features too: a flipped label enters a customer's history only
+    # once known, after t, so nothing the baseline is fitted on changes.
+    x = encode(txns, HISTORY_SCHEMA_ID)
+    x_tampered = encode(tampered, HISTORY_SCHEMA_ID)
+    before = txns.epoch < t
+    assert np.array_equal(x[before], x_tampered[before])
+    assert not np.array_equal(x, x_tampered)
+    probe = x[:500]
+    model, rows = baseline_as_of(txns, x, t)
+    model_tampered, rows_tampered = baseline_as_of(tampered, x_tampered, t)
     assert rows == rows_tampered
     assert np.array_equal(model(probe), model_tampered(probe))
 

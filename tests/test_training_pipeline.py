@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import features
+from features import schemas
 from training import run as layout
 from training import synthetic
 from training.__main__ import main as train_main
@@ -47,14 +48,25 @@ def test_run_keeps_models_report_and_parity_features(run_dir: Path) -> None:
         assert (run_dir / name).exists(), name
     sample = np.load(run_dir / layout.PARITY_FEATURES)
     assert sample.dtype == np.float32
-    assert sample.shape[1] == features.NUM_FEATURES and 0 < len(sample) <= 512
+    assert sample.shape[1] == schemas.width(schemas.CURRENT_SCHEMA_ID)
+    assert 0 < len(sample) <= 512
 
 
 def test_report_covers_every_model_and_the_policy(run_dir: Path) -> None:
     report = json.loads((run_dir / layout.REPORT_JSON).read_text())
-    assert report["feature_schema"] == features.SCHEMA_ID
+    assert report["feature_schema"] == schemas.CURRENT_SCHEMA_ID
+    assert report["feature_names"] == list(
+        schemas.feature_names(schemas.CURRENT_SCHEMA_ID)
+    )
     assert report["data"]["rows"] == 3000
-    assert report["data"]["split"]["train"] == 2100
+    # Validation: the latest 5 %, every label. Train and calibration: the
+    # earlier rows whose label was known when the file ends (7-day delay).
+    split, labels = report["data"]["split"], report["labels"]
+    assert split["validation"] == 150
+    unknown = labels["train_and_calibration_rows_not_yet_known"]
+    assert unknown > 0 and labels["delay_days"] == 7.0
+    assert split["train"] + split["calibration"] + unknown == 2850
+    assert [e["epoch"] for e in report["classifier"]["epochs"]] == [1]
     validation = report["validation"]
     for model in ("anomaly_autoencoder", "risk_classifier", "combined"):
         assert set(validation["metrics"][model]) == {

@@ -7,7 +7,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from features.schemas import CURRENT_SCHEMA_ID, SCHEMAS
 from training.autoencoder import ERROR_KINDS
+from training.labels import DEFAULT_LABEL_DELAY_DAYS
 from training.pipeline import TrainConfig
 
 
@@ -55,6 +57,26 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
         metavar="CSV",
         help="also report the default policy on this labelled file (repeatable)",
     )
+    parser.add_argument(
+        "--feature-schema",
+        choices=tuple(SCHEMAS),
+        default=CURRENT_SCHEMA_ID,
+        help="feature schema to train on (txn-history-v1 adds customer history)",
+    )
+    parser.add_argument(
+        "--label-delay-days",
+        type=float,
+        default=DEFAULT_LABEL_DELAY_DAYS,
+        help="a label without reported_at counts this long after its transaction",
+    )
+    parser.add_argument(
+        "--clf-members", type=int, default=3, help="classifier ensemble members"
+    )
+    parser.add_argument(
+        "--balanced",
+        action="store_true",
+        help="balanced class weights for the classifier (off: measured worse)",
+    )
     args = parser.parse_args(argv)
     if args.epochs is not None:
         args.ae_epochs = args.clf_epochs = args.epochs
@@ -70,6 +92,10 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
         swap_rate=args.swap_rate,
         ae_error=args.ae_error,
         extra_eval=tuple(args.extra_eval),
+        feature_schema=args.feature_schema,
+        label_delay_days=args.label_delay_days,
+        clf_members=args.clf_members,
+        clf_balanced=args.balanced,
     )
 
 

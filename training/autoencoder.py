@@ -71,8 +71,13 @@ def error_terms(std: np.ndarray, kind: str) -> ErrorTerms:
         raise ValueError(f"unknown reconstruction error {kind!r}; use {ERROR_KINDS}")
     blocks = categorical_blocks()
     numeric = blocks[0].start
+    # Columns after the categorical blocks (the history block of
+    # txn-history-v1) are numeric too: one term each.
+    trailing = n - blocks[-1].stop
+    if trailing < 0:
+        raise ValueError(f"{n} features cannot hold the categorical blocks")
     weight = np.ones(n, np.float32)
-    matrix = np.zeros((n, numeric + len(blocks)), np.float32)
+    matrix = np.zeros((n, numeric + len(blocks) + trailing), np.float32)
     unknown = np.zeros_like(matrix)
     matrix[np.arange(numeric), np.arange(numeric)] = 1.0
     for t, block in enumerate(blocks, start=numeric):
@@ -81,8 +86,13 @@ def error_terms(std: np.ndarray, kind: str) -> ErrorTerms:
         matrix[cols, t] = 1.0
         if kind == "known-blocks":
             unknown[block.other, t] = 1.0
+    first = numeric + len(blocks)
+    matrix[np.arange(blocks[-1].stop, n), np.arange(first, first + trailing)] = 1.0
     cap = np.array(
-        [NUMERIC_TERM_CAP] * numeric + [BLOCK_TERM_CAP] * len(blocks), np.float32
+        [NUMERIC_TERM_CAP] * numeric
+        + [BLOCK_TERM_CAP] * len(blocks)
+        + [NUMERIC_TERM_CAP] * trailing,
+        np.float32,
     )
     return ErrorTerms(weight, matrix, cap, unknown)
 

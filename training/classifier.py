@@ -35,17 +35,32 @@ def classifier_scaling(
     return mean.astype(np.float32), variance.astype(np.float32)
 
 
-def build_classifier(mean: np.ndarray, variance: np.ndarray) -> keras.Model:
+def _member(x: keras.KerasTensor, k: int) -> keras.KerasTensor:
+    x = keras.layers.Dense(64, activation="relu", name=f"m{k}_dense_64")(x)
+    x = keras.layers.Dropout(0.2, name=f"m{k}_dropout")(x)
+    x = keras.layers.Dense(32, activation="relu", name=f"m{k}_dense_32")(x)
+    x = keras.layers.Dense(16, activation="relu", name=f"m{k}_dense_16")(x)
+    return keras.layers.Dense(1, name=f"m{k}_logit")(x)
+
+
+def build_classifier(
+    mean: np.ndarray, variance: np.ndarray, members: int = 1
+) -> keras.Model:
+    """``members`` networks on the same standardised input, trained together;
+    the served logit is the mean of theirs (a deep ensemble in one graph)."""
+    if members < 1:
+        raise ValueError(f"members must be at least 1, got {members}")
     inputs = keras.Input(shape=(mean.shape[0],), name="features")
     x = keras.layers.Normalization(mean=mean, variance=variance, name="standardise")(
         inputs
     )
     x = keras.layers.BatchNormalization(name="batch_norm")(x)
-    x = keras.layers.Dense(64, activation="relu", name="dense_64")(x)
-    x = keras.layers.Dropout(0.3, name="dropout")(x)
-    x = keras.layers.Dense(32, activation="relu", name="dense_32")(x)
-    x = keras.layers.Dense(16, activation="relu", name="dense_16")(x)
-    logit = keras.layers.Dense(1, name=LOGIT_LAYER)(x)
+    heads = [_member(x, k) for k in range(members)]
+    logit = (
+        keras.layers.Average(name=LOGIT_LAYER)(heads)
+        if members > 1
+        else keras.layers.Identity(name=LOGIT_LAYER)(heads[0])
+    )
     probability = keras.layers.Activation("sigmoid", name="probability")(logit)
     return keras.Model(inputs, probability, name="risk_classifier_uncalibrated")
 
@@ -56,6 +71,12 @@ def class_weights(labels: np.ndarray) -> dict[int, float]:
     if positives == 0 or positives == n:
         raise ValueError(f"training needs both classes, found {positives} fraud of {n}")
     return {0: n / (2.0 * (n - positives)), 1: n / (2.0 * positives)}
+
+
+def _pr_auc(model: keras.Model, x: np.ndarray, labels: np.ndarray) -> float:
+    from sklearn.metrics import average_precision_score
+
+    return float(average_precision_score(labels, predict(model, x)))
 
 
 def train_classifier(
@@ -70,27 +91,36 @@ def train_classifier(
     swap_rate: float = 0.0,
     batch_size: int = 512,
     learning_rate: float = 1e-3,
+    members: int = 1,
+    balanced: bool = False,
+    select_on: tuple[np.ndarray, np.ndarray] | None = None,
+    log: list[dict[str, float]] | None = None,
 ) -> keras.Model:
-    """Balanced class weights; a fresh unseen-value augmentation every epoch.
+    """A fresh unseen-value augmentation every epoch.
 
-    ``mean``/``std`` should describe the augmented data, so that the OTHER
-    columns count as varying ones (see ``classifier_scaling``).
+    ``balanced``: class weights that give each class half of the loss (off by
+    default: on IEEE-CIS they cost ranking quality, and Platt scaling fixes
+    the probabilities either way). ``select_on`` (features, labels): keep the
+    weights of the epoch with the best PR-AUC there (the calibration split;
+    never the data the model is evaluated on). ``mean``/``std`` should describe
+    the augmented data, so that the OTHER columns count as varying ones (see
+    ``classifier_scaling``).
     """
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
     scaling_rows = augment_unseen(
         x, unseen_rate, np.random.default_rng(seed), swap_rate
     )
-    model = build_classifier(*classifier_scaling(scaling_rows, mean, std))
+    model = build_classifier(*classifier_scaling(scaling_rows, mean, std), members)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss="binary_crossentropy",
-        metrics=[keras.metrics.AUC(curve="PR", name="pr_auc")],
     )
     targets = labels.astype(np.float32).reshape(-1, 1)
-    weights = class_weights(labels)
+    weights = class_weights(labels) if balanced else None
+    best: tuple[float, list[np.ndarray]] | None = None
     for epoch in range(epochs):
-        model.fit(
+        history = model.fit(
             augment_unseen(x, unseen_rate, rng, swap_rate),
             targets,
             initial_epoch=epoch,
@@ -100,6 +130,15 @@ def train_classifier(
             shuffle=True,
             verbose=2,
         )
+        entry = {"epoch": epoch + 1, "loss": float(history.history["loss"][-1])}
+        if select_on is not None:
+            entry["selection_pr_auc"] = _pr_auc(model, *select_on)
+            if best is None or entry["selection_pr_auc"] > best[0]:
+                best = (entry["selection_pr_auc"], model.get_weights())
+        if log is not None:
+            log.append(entry)
+    if best is not None:
+        model.set_weights(best[1])
     return model
 
 

@@ -172,9 +172,17 @@ def read_transactions(path: str | Path, max_rows: int | None = None) -> Transact
         for line, row in _rows(path, reader, header):
             if max_rows is not None and len(ids) >= max_rows:
                 break
-            for column in ("transaction_id", "user_id", "currency", "country", "device"):
+            for column in (
+                "transaction_id",
+                "user_id",
+                "currency",
+                "country",
+                "device",
+            ):
                 if not row[column].strip():
                     raise MalformedDataError(path, line, column, "is empty")
+            if not row["device"].strip():
+                raise MalformedDataError(path, line, "device", "is empty")
             try:
                 column = "amount"
                 amounts.append(_parse_amount(row["amount"]))

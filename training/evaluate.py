@@ -41,7 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         scores = run_scores(args.run)
-        results = [evaluate_file(path, scores) for path in args.data]
+        schema = layout.RunDir(args.run).manifest().get("feature_schema")
+        results = [evaluate_file(path, scores, schema) for path in args.data]
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

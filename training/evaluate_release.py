@@ -34,12 +34,13 @@ from typing import Any
 
 import numpy as np
 
-import features
 from export.live import live_version
 from export.repository import CONFIG, MODEL_FILE, config_feature_schema
+from features.schemas import SCHEMAS, WIDEST_SCHEMA_ID, columns_for
 from gateway.policy import Policy, load_policy
 from training.calibration import expected_calibration_error
 from training.data import Transactions, read_transactions
+from training.history import encode, history_blocks
 from training.labels import DEFAULT_LABEL_DELAY_DAYS, known_rows, labels_as_of
 from training.metrics import ranking_metrics, recall_at_fpr
 
@@ -63,6 +64,7 @@ class Published:
     version: int
     path: Path
     card: dict[str, Any]
+    feature_schema: str
 
 
 def published(repository: Path, name: str) -> Published:
@@ -72,21 +74,25 @@ def published(repository: Path, name: str) -> Published:
     config = directory / CONFIG
     if not config.is_file():
         raise FileNotFoundError(f"no published version of {name} in {repository}")
-    found = config_feature_schema(config)
-    if found != features.SCHEMA_ID:
-        raise ValueError(
-            f"{config}: feature schema {found}, this code encodes {features.SCHEMA_ID}"
-        )
     version = live_version(directory)
     model = directory / str(version) / MODEL_FILE
     if version is None or not model.is_file():
         raise FileNotFoundError(f"{config}: live version {version} has no {MODEL_FILE}")
     card_path = model.parent / "model_card.json"
     card = json.loads(card_path.read_text()) if card_path.is_file() else {}
-    return Published(name, version, model, card)
+    # The version's own schema (its model card); the config's for versions
+    # published before cards recorded one.
+    schema = card.get("feature_schema") or config_feature_schema(config)
+    if schema not in SCHEMAS:
+        raise ValueError(
+            f"{model}: feature schema {schema!r} is not one this code encodes "
+            f"({', '.join(SCHEMAS)})"
+        )
+    return Published(name, version, model, card, schema)
 
 
 def onnx_scorer(model: Published) -> Callable[[np.ndarray], np.ndarray]:
+    """Scores of rows in the widest schema; the model sees its own columns."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -96,7 +102,8 @@ def onnx_scorer(model: Published) -> Callable[[np.ndarray], np.ndarray]:
     )
     output = OUTPUTS[model.name]
 
-    def score(x: np.ndarray) -> np.ndarray:
+    def score(widest: np.ndarray) -> np.ndarray:
+        x = columns_for(widest, model.feature_schema)
         parts = [
             session.run([output], {"features": x[i : i + _CHUNK]})[0].ravel()
             for i in range(0, len(x), _CHUNK)
@@ -129,16 +136,18 @@ def fit_baseline(
 
 def baseline_as_of(
     history: Transactions,
+    x_history: np.ndarray,
     as_of: float,
     delay_days: float = DEFAULT_LABEL_DELAY_DAYS,
     seed: int = BASELINE_SEED,
 ) -> tuple[Callable[[np.ndarray], np.ndarray], int]:
-    """The baseline a fraud team could have fitted at ``as_of``, and its row count."""
+    """The baseline a fraud team could have fitted at ``as_of`` on the rows of
+    ``history`` (features ``x_history``), and its row count."""
     rows = known_rows(history, as_of, delay_days)
     labels = labels_as_of(history, as_of, delay_days)[rows]
     if len(rows) == 0 or labels.min() == labels.max():
         raise ValueError("HISTORY has no fraud and legitimate labels known in time")
-    return fit_baseline(history.take(rows).features(), labels, seed), len(rows)
+    return fit_baseline(x_history[rows], labels, seed), len(rows)
 
 
 def decide(policy: Policy, anomaly: np.ndarray, risk: np.ndarray) -> np.ndarray:
@@ -236,15 +245,28 @@ def evaluate_release(
     policy = load_policy(policy_path)
     models = {name: published(repository, name) for name in (CLASSIFIER, AUTOENCODER)}
 
-    x = data.features()[labelled]
+    # History runs through HISTORY and then DATA, with every label fed back
+    # from the moment it was known, as the gateway's online history would.
+    history_block, data_block = history_blocks(
+        history, data, delay_days=label_delay_days
+    )
+    x_history = encode(history, WIDEST_SCHEMA_ID, history_block)
+    x = encode(data, WIDEST_SCHEMA_ID, data_block)[labelled]
     risk = onnx_scorer(models[CLASSIFIER])(x)
     anomaly = onnx_scorer(models[AUTOENCODER])(x)
     combined = policy.anomaly_weight * anomaly + policy.risk_weight * risk
 
     # The baseline is fitted when DATA starts, on the labels known by then.
     as_of = float(data.epoch[0])
-    baseline, baseline_rows = baseline_as_of(history, as_of, label_delay_days, seed)
-    base = baseline(x)
+    baseline_schema = models[CLASSIFIER].feature_schema
+    baseline, baseline_rows = baseline_as_of(
+        history,
+        columns_for(x_history, baseline_schema),
+        as_of,
+        label_delay_days,
+        seed,
+    )
+    base = baseline(columns_for(x, baseline_schema))
 
     zeros = np.zeros_like(risk)
     scores = {CLASSIFIER: risk, AUTOENCODER: anomaly, "combined": combined}
@@ -262,7 +284,7 @@ def evaluate_release(
     proposal = None
     if results["combined"]["pr_auc"] < results[CLASSIFIER]["pr_auc"]:
         proposal = _propose_weights(
-            history, as_of, label_delay_days, models, labels, anomaly, risk
+            history, x_history, as_of, label_delay_days, models, labels, anomaly, risk
         )
 
     out.mkdir(parents=True, exist_ok=True)
@@ -273,7 +295,11 @@ def evaluate_release(
             history_path, history, history.is_fraud[history.is_fraud >= 0]
         ),
         "published": {
-            name: {"version": m.version, "path": str(m.path.relative_to(repository))}
+            name: {
+                "version": m.version,
+                "path": str(m.path.relative_to(repository)),
+                "feature_schema": m.feature_schema,
+            }
             for name, m in models.items()
         },
         "policy": {
@@ -284,7 +310,7 @@ def evaluate_release(
         "baseline": {
             "model": "sklearn HistGradientBoostingClassifier",
             "seed": seed,
-            "features": features.SCHEMA_ID,
+            "features": baseline_schema,
             "fitted_as_of": _iso(as_of),
             "label_delay_days": label_delay_days,
             "training_rows": baseline_rows,
@@ -321,6 +347,7 @@ def _describe(path: Path, txns: Transactions, labels: np.ndarray) -> dict[str, A
 
 def _propose_weights(
     history: Transactions,
+    x_history: np.ndarray,
     as_of: float,
     delay_days: float,
     models: dict[str, Published],
@@ -335,7 +362,7 @@ def _propose_weights(
     known = labels_as_of(history, as_of, delay_days)[rows]
     if len(rows) == 0 or known.min() == known.max():
         return {"measured_on": where, "problem": "no labelled rows of both classes"}
-    x = history.take(rows).features()
+    x = x_history[rows]
     measured = best_weights(
         known, onnx_scorer(models[AUTOENCODER])(x), onnx_scorer(models[CLASSIFIER])(x)
     )
@@ -411,9 +438,14 @@ def render_markdown(metrics: dict[str, Any]) -> str:
         f"{data['labelled_rows']} labelled",
         f"- HISTORY: `{history['source']}`, {history['rows']} rows, "
         f"{history['start']} to {history['end']}",
-        f"- published models (live = highest version): {CLASSIFIER} "
-        f"v{pub[CLASSIFIER]['version']}, {AUTOENCODER} v{pub[AUTOENCODER]['version']}"
-        ", scored with onnxruntime on the ONNX graphs Triton serves",
+        f"- published models (the live versions): {CLASSIFIER} "
+        f"v{pub[CLASSIFIER]['version']} (`{pub[CLASSIFIER]['feature_schema']}`), "
+        f"{AUTOENCODER} v{pub[AUTOENCODER]['version']} "
+        f"(`{pub[AUTOENCODER]['feature_schema']}`), scored with onnxruntime on the "
+        "ONNX graphs Triton serves",
+        "- history features: folded over HISTORY then DATA in time order, each "
+        "label fed back from when it was known (report time, else "
+        f"{base['label_delay_days']:g} days after the transaction)",
         f"- combined = {weights['anomaly']} * anomaly + {weights['risk']} * risk "
         f"(policy `{metrics['policy']['version']}`)",
         f"- baseline: {base['model']} (seed {base['seed']}) on the same "

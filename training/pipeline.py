@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-import features
+from features.schemas import CURRENT_SCHEMA_ID, feature_names
 from training import autoencoder as ae
 from training import classifier as clf
 from training import run as layout
@@ -22,7 +22,9 @@ from training.calibration import (
     fit_quantile_knots,
     standardisation,
 )
-from training.data import Transactions, read_transactions
+from training.data import UNLABELLED, Transactions, read_transactions
+from training.history import encode
+from training.labels import DEFAULT_LABEL_DELAY_DAYS, labels_as_of
 from training.report import evaluate, plot_precision_recall, write_report
 from training.robustness import evaluate_file, unseen_value_probes
 from training.split import Split, time_split
@@ -44,6 +46,12 @@ class TrainConfig:
     swap_rate: float = 0.05
     ae_error: str = "blockwise"
     extra_eval: tuple[Path, ...] = ()
+    feature_schema: str = CURRENT_SCHEMA_ID
+    label_delay_days: float = DEFAULT_LABEL_DELAY_DAYS
+    train_share: float = 0.85
+    calibration_share: float = 0.10
+    clf_members: int = 3
+    clf_balanced: bool = False
 
 
 def _log(message: str) -> None:
@@ -68,7 +76,9 @@ def _labelled(index: np.ndarray, labels: np.ndarray, part: str) -> np.ndarray:
     if positives == 0 or positives == len(index):
         raise ValueError(
             f"the {part} split needs labelled fraud and legitimate rows; it has "
-            f"{positives} fraud of {len(index)} labelled"
+            f"{positives} fraud of {len(index)} labelled (train and calibration "
+            "count a label only once it was known when the file ends: its "
+            "reported_at, else --label-delay-days after the transaction)"
         )
     return index
 
@@ -105,15 +115,35 @@ def train(cfg: TrainConfig) -> Path:
 
     _log(f"reading {cfg.data}")
     txns = read_transactions(cfg.data, max_rows=cfg.max_rows)
-    x = txns.features()
+    names = feature_names(cfg.feature_schema)
+    _log(f"encoding {len(txns)} rows in {cfg.feature_schema} ({len(names)} features)")
+    x = encode(txns, cfg.feature_schema, delay_days=cfg.label_delay_days)
+    # Fitting happens when the file ends: a label counts only if it was known
+    # by then (its report time, else the transaction time plus the delay).
+    # The validation split, the latest rows, is scored on every label the
+    # file has; train and calibration split the earlier rows whose label was
+    # known, in time order.
+    fitted_as_of = float(txns.epoch[-1])
+    known = labels_as_of(txns, fitted_as_of, cfg.label_delay_days)
     labels = txns.is_fraud
-    split = time_split(txns.epoch)
-    train_idx = _labelled(split.train, labels, "train")
-    cal_idx = _labelled(split.calibration, labels, "calibration")
+    split = time_split(txns.epoch, cfg.train_share, cfg.calibration_share)
+    earlier = np.concatenate([split.train, split.calibration])
+    fitted = earlier[known[earlier] != UNLABELLED]
+    not_yet_known = int(np.sum(labels[earlier] >= 0)) - len(fitted)
+    share = cfg.train_share / (cfg.train_share + cfg.calibration_share)
+    inner = time_split(txns.epoch[fitted], share, (1 - share) / 2)
+    split = Split(
+        fitted[inner.train],
+        fitted[np.concatenate([inner.calibration, inner.validation])],
+        split.validation,
+    )
+    train_idx = _labelled(split.train, known, "train")
+    cal_idx = _labelled(split.calibration, known, "calibration")
     val_idx = _labelled(split.validation, labels, "validation")
     _log(
         f"{len(txns)} rows: train {len(split.train)}, calibration "
-        f"{len(split.calibration)}, validation {len(split.validation)}"
+        f"{len(split.calibration)}, validation {len(split.validation)}; "
+        f"{not_yet_known} labels not yet known when the file ends"
     )
 
     legit_train = train_idx[labels[train_idx] == 0]
@@ -148,17 +178,22 @@ def train(cfg: TrainConfig) -> Path:
         augment_unseen(x[train_idx], cfg.unseen_rate, rng, cfg.swap_rate)
     )
     _log(f"training the classifier on {len(train_idx)} labelled rows")
+    clf_log: list[dict[str, float]] = []
     raw_model = clf.train_classifier(
         x[train_idx],
-        labels[train_idx],
+        known[train_idx],
         clf_mean,
         clf_std,
         epochs=cfg.clf_epochs,
         seed=cfg.seed,
         unseen_rate=cfg.unseen_rate,
         swap_rate=cfg.swap_rate,
+        members=cfg.clf_members,
+        balanced=cfg.clf_balanced,
+        select_on=(x[cal_idx], known[cal_idx]),
+        log=clf_log,
     )
-    platt = fit_platt(clf.logits(raw_model, x[cal_idx]), labels[cal_idx])
+    platt = fit_platt(clf.logits(raw_model, x[cal_idx]), known[cal_idx])
     model = clf.calibrated_classifier(raw_model, platt)
     clf.save_classifier(
         model, out / layout.CLASSIFIER_KERAS, out / layout.CLASSIFIER_SAVEDMODEL
@@ -190,15 +225,28 @@ def train(cfg: TrainConfig) -> Path:
     extra = []
     for path in cfg.extra_eval:
         _log(f"scoring extra file {path}")
-        extra.append(evaluate_file(path, scores))
+        extra.append(
+            evaluate_file(path, scores, cfg.feature_schema, cfg.label_delay_days)
+        )
     elapsed = time.monotonic() - started
     report: dict[str, Any] = {
         "run": out.name,
         "created_at": _iso(time.time()),
-        "feature_schema": features.SCHEMA_ID,
-        "feature_names": list(features.FEATURE_NAMES),
+        "feature_schema": cfg.feature_schema,
+        "feature_names": list(names),
+        "labels": {
+            "delay_days": cfg.label_delay_days,
+            "fitted_as_of": _iso(fitted_as_of),
+            "train_and_calibration_rows_not_yet_known": not_yet_known,
+        },
         "seed": cfg.seed,
         "epochs": {"autoencoder": cfg.ae_epochs, "classifier": cfg.clf_epochs},
+        "classifier": {
+            "members": cfg.clf_members,
+            "balanced_class_weights": cfg.clf_balanced,
+            "epoch_selection": "best PR-AUC on the calibration split",
+            "epochs": clf_log,
+        },
         "robustness_method": {
             "unseen_value_rate": cfg.unseen_rate,
             "swap_rate": cfg.swap_rate,

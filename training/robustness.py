@@ -15,7 +15,10 @@ from typing import Any
 import numpy as np
 
 import features
+from features.schemas import BASIC_SCHEMA_ID
 from training.data import read_transactions
+from training.history import encode
+from training.labels import DEFAULT_LABEL_DELAY_DAYS
 from training.metrics import ranking_metrics
 from training.policy import DEFAULT_POLICY, Policy, decision_shares
 from training.unseen import has_value, with_other, with_value
@@ -64,11 +67,16 @@ def unseen_value_probes(
 
 
 def evaluate_file(
-    path: Path, scores: Scores, policy: Policy = DEFAULT_POLICY
+    path: Path,
+    scores: Scores,
+    schema: str = BASIC_SCHEMA_ID,
+    label_delay_days: float = DEFAULT_LABEL_DELAY_DAYS,
+    policy: Policy = DEFAULT_POLICY,
 ) -> dict[str, Any]:
-    """Default-policy shares (and ranking, for what it is worth) on a CSV."""
+    """Default-policy shares (and ranking, for what it is worth) on a CSV; the
+    history block, if the schema has one, is folded over the file alone."""
     txns = read_transactions(path)
-    x = txns.features()
+    x = encode(txns, schema, delay_days=label_delay_days)
     anomaly, risk = scores(x)
     decisions = policy.decide(anomaly, risk)
     labels = txns.is_fraud
