@@ -87,8 +87,8 @@ class Release:
     to_version: int
     outcome: str  # "ok", "unchanged" or "failed"
     detail: str = ""
-    # The config's feature schema before and (asked) after; entries written
-    # before schemas were recorded have none.
+    # The config's feature schema before, and the asked version's (like
+    # to_version, also when the change failed); older entries have none.
     from_schema: str | None = None
     to_schema: str | None = None
 
@@ -333,7 +333,7 @@ def go_live(
                 outcome,
                 detail,
                 old_schema,
-                new_schema or old_schema,
+                new_schema,
             )
             _append(repository, entry, echo)
             return entry
@@ -344,6 +344,8 @@ def go_live(
             # a config that pairs a version with another schema's width.
             after = schema_text(policy_text(before, version), new_schema)
         except ExportError as exc:
+            with contextlib.suppress(ExportError):
+                new_schema = version_feature_schema(model_dir, version)
             record("failed", str(exc))
             raise
         if current == version and after == before:
@@ -380,7 +382,6 @@ def go_live(
                     triton.load(model)
             if switch:
                 _sync_ensemble(repository, triton, echo)
-            new_schema = old_schema
             record("failed", f"{exc}; version {current} still live ({old_schema})")
             raise
         how = "loaded by Triton" if explicit else "picked up by Triton's poll"

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from triton_fixtures import STAND_INS, write_linear_onnx
+from triton_fixtures import STAND_INS, copy_basic_repository, write_linear_onnx
 
 from export import live
 from export.errors import SchemaMismatchError
@@ -23,8 +23,9 @@ MODELS = tuple(STAND_INS)
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     """The committed classifier (versions 1 and 2, 2 live) and a version 3."""
+    basic = copy_basic_repository(tmp_path / "basic")
     target = tmp_path / "repo"
-    shutil.copytree(COMMITTED / MODEL, target / MODEL)
+    shutil.copytree(basic / MODEL, target / MODEL)
     shutil.copytree(target / MODEL / "2", target / MODEL / "3")
     return target
 
@@ -82,7 +83,8 @@ def test_version_trained_on_an_unknown_schema_is_refused_and_logged(
         live.go_live(repo, MODEL, 3, triton=None, echo=lambda _: None)
 
     assert (repo / MODEL / "config.pbtxt").read_text() == before
-    assert lines(repo)[-1]["outcome"] == "failed"
+    logged = lines(repo)[-1]
+    assert (logged["outcome"], logged["to_schema"]) == ("failed", "txn-basic-v9")
 
 
 def test_missing_version_is_refused(repo: Path) -> None:
@@ -148,10 +150,7 @@ def publish_stand_in(repo: Path, model: str, schema: str, *, card: bool = True) 
 @pytest.fixture
 def full_repo(tmp_path: Path) -> Path:
     """Both committed models (version 2 live, txn-basic-v1) and the ensemble."""
-    target = tmp_path / "full"
-    shutil.copytree(COMMITTED, target)
-    (target / live.RELEASES_LOG).unlink(missing_ok=True)
-    return target
+    return copy_basic_repository(tmp_path / "full")
 
 
 def config(repo: Path, model: str) -> str:
@@ -267,7 +266,10 @@ def test_failed_load_puts_the_old_config_and_schema_back(full_repo: Path) -> Non
     logged = lines(full_repo)[-1]
     assert logged["outcome"] == "failed"
     assert "version 2 still live (txn-basic-v1)" in logged["detail"]
-    assert logged["to_schema"] == BASIC_SCHEMA_ID
+    assert (logged["from_schema"], logged["to_schema"]) == (
+        BASIC_SCHEMA_ID,
+        HISTORY_SCHEMA_ID,
+    )
 
 
 def test_card_and_onnx_width_that_disagree_are_refused(full_repo: Path) -> None:
@@ -334,8 +336,8 @@ def test_ensemble_follows_its_members_once_they_agree(full_repo: Path) -> None:
 def test_evaluate_release_helpers_read_the_live_version_and_schema() -> None:
     for model in MODELS:
         model_dir = COMMITTED / model
-        assert live.live_version(model_dir) == 2
-        assert live.config_feature_schema(model_dir / "config.pbtxt") == (
-            BASIC_SCHEMA_ID
-        )
-        assert live.version_feature_schema(model_dir, 2) == BASIC_SCHEMA_ID
+        version = live.live_version(model_dir)
+        assert version is not None
+        schema = live.config_feature_schema(model_dir / "config.pbtxt")
+        assert live.version_feature_schema(model_dir, version) == schema
+        assert live.version_feature_schema(model_dir, 1) == BASIC_SCHEMA_ID

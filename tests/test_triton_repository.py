@@ -10,33 +10,37 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import tritonclient.grpc.aio as grpcclient
-from triton_fixtures import COMMITTED_REPOSITORY, FEATURE_WIDTH, STAND_INS, free_ports
+from triton_fixtures import COMMITTED_REPOSITORY, STAND_INS, free_ports
 
+from export import live
+from export.repository import config_input_width
 from triton_local.server import LaunchOptions, start_triton
 
 pytestmark = pytest.mark.integration
 
 
-def latest_model(model: str) -> Path | None:
-    versions = [
-        path.parent
-        for path in (COMMITTED_REPOSITORY / model).glob("*/model.onnx")
-        if path.parent.name.isdigit()
-    ]
-    if not versions:
-        return None
-    return max(versions, key=lambda path: int(path.name)) / "model.onnx"
+def live_model(model: str) -> Path | None:
+    """The model.onnx of the version the committed config makes live."""
+    version = live.live_version(COMMITTED_REPOSITORY / model)
+    path = COMMITTED_REPOSITORY / model / str(version) / "model.onnx"
+    return path if version is not None and path.is_file() else None
 
 
 async def test_committed_models_match_onnxruntime_through_the_ensemble(
     tmp_path: Path,
 ) -> None:
-    published = {model: latest_model(model) for model in STAND_INS}
+    published = {model: live_model(model) for model in STAND_INS}
     if None in published.values():
         pytest.skip(f"no published model.onnx yet: {published}")
+    widths = {
+        config_input_width(COMMITTED_REPOSITORY / name / "config.pbtxt")
+        for name in (*STAND_INS, live.ENSEMBLE)
+    }
+    # The ensemble serves only while its members speak one schema.
+    assert len(widths) == 1, widths
     repository = tmp_path / "repository"
     shutil.copytree(COMMITTED_REPOSITORY, repository)
-    rows = np.random.default_rng(7).normal(size=(32, FEATURE_WIDTH)).astype(np.float32)
+    rows = np.random.default_rng(7).normal(size=(32, widths.pop())).astype(np.float32)
     options = LaunchOptions(
         repository=repository, run_dir=tmp_path / "run", ports=free_ports()
     )

@@ -3,9 +3,11 @@
 A private Triton (explicit model control, then poll mode) serves a tmp copy
 of the committed repository; an in-process gateway takes about 40
 POST /transactions a second while `export.live` makes version 3 live and rolls
-it back, and while it tries broken versions. No request may fail or be
-answered degraded, and every decision must record the versions that computed
-it.
+it back, while it tries broken versions, and while it makes versions on
+another feature schema (txn-history-v1, 43 inputs, where the live ones speak
+txn-basic-v1, 26) live and rolls them back, each config's input width and
+schema switching with its version. No request may fail or be answered
+degraded, and every decision must record the versions that computed it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import shutil
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -24,11 +25,17 @@ import asyncpg
 import httpx
 import pytest
 from conftest import TEST_DATABASE_URL, TEST_REDIS_PREFIX, TEST_REDIS_URL, transaction
-from triton_fixtures import free_ports, write_linear_onnx
+from triton_fixtures import (
+    STAND_INS,
+    copy_basic_repository,
+    free_ports,
+    write_linear_onnx,
+)
 
 from export import live
 from export.errors import SchemaMismatchError
 from export.repository import publish_version
+from features.schemas import BASIC_SCHEMA_ID, HISTORY_SCHEMA_ID, SCHEMAS, width
 from gateway.app import create_app
 from gateway.config import Settings
 from triton_local.server import LaunchOptions, TritonHandle, start_triton
@@ -48,10 +55,7 @@ def control_mode(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="module")
 def repository(control_mode: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    target = tmp_path_factory.mktemp("swap") / "repository"
-    shutil.copytree(ROOT / "model_repository", target)
-    (target / live.RELEASES_LOG).unlink(missing_ok=True)
-    return target
+    return copy_basic_repository(tmp_path_factory.mktemp("swap") / "repository")
 
 
 @pytest.fixture(scope="module")
@@ -294,3 +298,113 @@ async def test_model_info_shows_disk_and_model_card(
     assert {"1", "2", "3"} <= set(classifier["versions_on_disk"])
     assert classifier["training"]["feature_schema"] == "txn-basic-v1"
     assert 0 < classifier["training"]["validation_metrics"]["roc_auc"] < 1
+
+
+def publish_history_version(repository: Path, model: str) -> int:
+    """A linear stand-in on txn-history-v1, its card copied from version 2."""
+    output, seed = STAND_INS[model]
+    staged = write_linear_onnx(
+        repository.parent / f"staged-history-{model}.onnx",
+        output,
+        seed + 20,
+        width=width(HISTORY_SCHEMA_ID),
+    )
+    card = json.loads((repository / model / "2" / "model_card.json").read_text())
+
+    def files_for(version: int) -> dict[str, bytes]:
+        content = card | {
+            "version": version,
+            "feature_schema": HISTORY_SCHEMA_ID,
+            "feature_names": list(SCHEMAS[HISTORY_SCHEMA_ID]),
+        }
+        return {
+            "model.onnx": staged.read_bytes(),
+            "model_card.json": json.dumps(content).encode(),
+        }
+
+    return int(publish_version(repository / model, files_for).name)
+
+
+async def ensemble_ready(control: live.Triton, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        states = await asyncio.to_thread(control.states, live.ENSEMBLE)
+        if any(state == "READY" for state, _ in states.values()):
+            return True
+        await asyncio.sleep(0.25)
+    return False
+
+
+async def test_schema_switch_and_back_under_load_fail_nothing(
+    client: httpx.AsyncClient,
+    triton: TritonHandle,
+    repository: Path,
+    db: asyncpg.Pool,
+    control_mode: str,
+) -> None:
+    control = live.Triton(triton.http_url)
+    basic = {m: live.live_version(repository / m) for m in MODELS}
+    configs = {m: (repository / m / "config.pbtxt").read_text() for m in MODELS}
+    ensemble_config = (repository / live.ENSEMBLE / "config.pbtxt").read_text()
+    assert all(BASIC_SCHEMA_ID in text for text in configs.values())
+    history = {m: publish_history_version(repository, m) for m in MODELS}
+    # Published, not live: Triton and the configs are as they were.
+    assert {m: live.live_version(repository / m) for m in MODELS} == basic
+    load = Load(client)
+    runner = asyncio.create_task(load.run())
+
+    await asyncio.sleep(3)
+    swap_started = time.monotonic()
+    for model in MODELS:
+        await asyncio.to_thread(
+            live.go_live, repository, model, history[model], triton=control
+        )
+    live_at = time.monotonic()
+    for model in MODELS:
+        config = (repository / model / "config.pbtxt").read_text()
+        assert f"dims: [ {width(HISTORY_SCHEMA_ID)} ]" in config
+        assert f'"{HISTORY_SCHEMA_ID}"' in config
+    # Both members speak txn-history-v1: the ensemble follows them.
+    assert (
+        HISTORY_SCHEMA_ID in (repository / live.ENSEMBLE / "config.pbtxt").read_text()
+    )
+    assert await ensemble_ready(control)
+    await asyncio.sleep(3)
+    rollback_started = time.monotonic()
+    for model in MODELS:
+        await asyncio.to_thread(live.rollback, repository, model, triton=control)
+    rolled_back_at = time.monotonic()
+    await asyncio.sleep(3)
+    load.stop()
+    await runner
+
+    check_clean(load.answers)
+    assert len(load.answers) >= 9 * RATE_PER_S * 0.8
+    before = tuple(str(basic[m]) for m in MODELS)
+    switched = tuple(str(history[m]) for m in MODELS)
+    assert load.versions(0, swap_started) == {before}
+    assert load.versions(live_at, rollback_started) == {switched}
+    assert load.versions(rolled_back_at, float("inf")) == {before}
+
+    stored = await db.fetch("SELECT transaction_id, model_versions FROM transactions")
+    by_id = {a.body["transaction_id"]: a.body["model_versions"] for a in load.answers}
+    assert all(json.loads(r["model_versions"]) == by_id[r[0]] for r in stored)
+
+    logged = [
+        (r["action"], r["to_version"], r["outcome"], r["from_schema"], r["to_schema"])
+        for r in releases(repository)[-4:]
+    ]
+    assert logged == [
+        ("live", history[m], "ok", BASIC_SCHEMA_ID, HISTORY_SCHEMA_ID) for m in MODELS
+    ] + [
+        ("rollback", basic[m], "ok", HISTORY_SCHEMA_ID, BASIC_SCHEMA_ID) for m in MODELS
+    ]
+    for model in MODELS:
+        assert (repository / model / "config.pbtxt").read_text() == configs[model]
+    assert (repository / live.ENSEMBLE / "config.pbtxt").read_text() == ensemble_config
+    assert await ensemble_ready(control)
+
+    print(
+        f"\n{control_mode}: {len(load.answers)} requests, 0 failed, 0 degraded; "
+        f"versions {before} -> {switched} ({HISTORY_SCHEMA_ID}) -> {before}"
+    )

@@ -7,6 +7,7 @@ Import the fixtures from tests/conftest.py:
 from __future__ import annotations
 
 import re
+import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from export import live
+from export.repository import schema_text, version_feature_schema
 from triton_local.server import LaunchOptions, Ports, TritonHandle, start_triton
 
 COMMITTED_REPOSITORY = Path(__file__).resolve().parents[1] / "model_repository"
@@ -80,6 +83,33 @@ def build_test_repository(target: Path) -> Path:
         (model_dir / "config.pbtxt").write_text(text)
     for model, (output, seed) in STAND_INS.items():
         write_linear_onnx(target / model / "1" / "model.onnx", output, seed)
+    return target
+
+
+def copy_basic_repository(target: Path, live_version: int = 2) -> Path:
+    """The committed repository with versions 1 and 2 of each model alone,
+    version 2 live, as the release tests expect it, whatever versions have
+    been published or made live since."""
+    keep = {str(v) for v in range(1, live_version + 1)}
+
+    def ignore(directory: str, names: list[str]) -> list[str]:
+        if Path(directory) == COMMITTED_REPOSITORY:
+            return [live.RELEASES_LOG]
+        return [n for n in names if n.isdigit() and n not in keep]
+
+    shutil.copytree(COMMITTED_REPOSITORY, target, ignore=ignore)
+    schemas = set()
+    for model in STAND_INS:
+        model_dir = target / model
+        schema = version_feature_schema(model_dir, live_version)
+        schemas.add(schema)
+        config = model_dir / "config.pbtxt"
+        config.write_text(
+            schema_text(live.policy_text(config.read_text(), live_version), schema)
+        )
+    ensemble = target / live.ENSEMBLE / "config.pbtxt"
+    if ensemble.is_file() and len(schemas) == 1:
+        ensemble.write_text(schema_text(ensemble.read_text(), schemas.pop()))
     return target
 
 
