@@ -12,7 +12,12 @@ from triton_fixtures import STAND_INS, copy_basic_repository, write_linear_onnx
 
 from export import live
 from export.errors import SchemaMismatchError
-from export.repository import publish_version, version_feature_schema
+from export.repository import (
+    config_input_width,
+    publish_version,
+    version_feature_schema,
+    versions,
+)
 from features.schemas import BASIC_SCHEMA_ID, HISTORY_SCHEMA_ID, width
 
 COMMITTED = Path(__file__).resolve().parents[1] / "model_repository"
@@ -34,9 +39,15 @@ def lines(repo: Path) -> list[dict]:
     return [json.loads(x) for x in (repo / live.RELEASES_LOG).read_text().splitlines()]
 
 
-def test_committed_configs_record_the_live_version() -> None:
-    for model in ("anomaly_autoencoder", "risk_classifier"):
-        assert live.live_version(COMMITTED / model) == 2
+def test_committed_configs_make_a_published_version_live_in_its_schema() -> None:
+    for model in MODELS:
+        model_dir = COMMITTED / model
+        config = model_dir / "config.pbtxt"
+        version = live.live_version(model_dir)
+        assert version in versions(model_dir)
+        schema = live.check_version(model_dir, version)
+        assert live.config_feature_schema(config) == schema
+        assert config_input_width(config) == width(schema)
 
 
 def test_live_then_rollback_rewrites_the_policy_and_logs_each_step(

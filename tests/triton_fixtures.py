@@ -19,10 +19,11 @@ from onnx import TensorProto, helper, numpy_helper
 
 from export import live
 from export.repository import schema_text, version_feature_schema
+from features.schemas import BASIC_SCHEMA_ID
 from triton_local.server import LaunchOptions, Ports, TritonHandle, start_triton
 
 COMMITTED_REPOSITORY = Path(__file__).resolve().parents[1] / "model_repository"
-FEATURE_WIDTH = 26
+FEATURE_WIDTH = 26  # txn-basic-v1
 # Model name -> (output name, weight seed) of the tiny stand-in models.
 STAND_INS = {
     "anomaly_autoencoder": ("anomaly_score", 1),
@@ -68,7 +69,8 @@ def write_linear_onnx(
 
 
 def build_test_repository(target: Path) -> Path:
-    """The committed configs with stand-in ONNX models as version 1."""
+    """The committed configs with stand-in ONNX models as version 1, on
+    txn-basic-v1 (FEATURE_WIDTH inputs) whatever the committed models speak."""
     for config in sorted(COMMITTED_REPOSITORY.glob("*/config.pbtxt")):
         model_dir = target / config.parent.name
         (model_dir / "1").mkdir(parents=True)
@@ -80,6 +82,7 @@ def build_test_repository(target: Path) -> Path:
             config.read_text(),
             flags=re.MULTILINE,
         )
+        text = schema_text(text, BASIC_SCHEMA_ID)
         (model_dir / "config.pbtxt").write_text(text)
     for model, (output, seed) in STAND_INS.items():
         write_linear_onnx(target / model / "1" / "model.onnx", output, seed)
