@@ -24,6 +24,7 @@ help:
 	@echo "make train   train both models on TRAIN_DATA=$(TRAIN_DATA)"
 	@echo "make export publish the models of RUN=<runs/dir> as new versions"
 	@echo "make evaluate DATA=later.csv HISTORY=earlier.csv  published models vs a baseline"
+	@echo "              [VERSIONS=\"risk_classifier=3 anomaly_autoencoder=3\"]  candidates, not the live ones"
 	@echo "make live MODEL=risk_classifier VERSION=3   make a published version live"
 	@echo "make rollback MODEL=risk_classifier         back to the previous live version"
 	@echo "make releases                               live versions, versions on disk"
@@ -87,6 +88,7 @@ export: install-all
 
 # The published (live) models on DATA against a gradient-boosted baseline fitted
 # on HISTORY; writes evaluations/<UTC time>/ and prints its metrics.json last.
+# VERSIONS="risk_classifier=3 anomaly_autoencoder=3" scores candidates instead.
 # Live versions: recorded in each config.pbtxt, logged to model_repository/RELEASES.log.
 # TRITON_HTTP_URL (default http://127.0.0.1:8000) is the Triton to ask.
 live: install
@@ -103,6 +105,7 @@ releases: install
 evaluate: install-all
 	@test -n "$(HISTORY)" || (echo "usage: make evaluate DATA=later.csv HISTORY=earlier.csv"; exit 2)
 	$(PY) -m training.evaluate_release --data $(DATA) --history $(HISTORY) \
+		$(foreach v,$(VERSIONS),--version $(v)) \
 		--out evaluations/$$(date -u +%Y%m%dT%H%M%SZ)
 
 # About 10 minutes; everything on 127.0.0.1, on ports 18000-18302 and 18080.

@@ -57,9 +57,7 @@ async def test_transaction_is_scored_and_stored(
     assert body["transaction_id"] == "t-1"
     assert 0.0 <= body["anomaly_score"] <= 1.0
     assert 0.0 <= body["risk_probability"] <= 1.0
-    assert body["combined_score"] == pytest.approx(
-        0.4 * body["anomaly_score"] + 0.6 * body["risk_probability"]
-    )
+    assert body["combined_score"] == pytest.approx(body["risk_probability"])
     assert body["decision"] in {"APPROVE", "FLAG", "REVIEW"}
     assert body["degraded"] is False
     # The versions that computed the scores, as Triton reported them.

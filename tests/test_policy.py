@@ -27,10 +27,13 @@ def test_default_policy_decisions(
     assert DEFAULT.decide(anomaly, risk) is expected
 
 
-def test_combined_score_weights_risk_over_anomaly() -> None:
-    assert DEFAULT.combined(1.0, 0.0) == pytest.approx(0.4)
-    assert DEFAULT.combined(0.0, 1.0) == pytest.approx(0.6)
-    assert DEFAULT.combined(0.5, 0.5) == pytest.approx(0.5)
+def test_combined_score_is_the_measured_weighting() -> None:
+    # Weights measured by make evaluate (docs/evaluation): the fraud
+    # probability alone; the anomaly score decides through its thresholds.
+    assert DEFAULT.combined(1.0, 0.0) == pytest.approx(0.0)
+    assert DEFAULT.combined(0.0, 1.0) == pytest.approx(1.0)
+    assert DEFAULT.combined(0.9, 0.25) == pytest.approx(0.25)
+    assert DEFAULT.decide(0.9, 0.25) is Decision.REVIEW
 
 
 def test_default_failsafe_is_review() -> None:

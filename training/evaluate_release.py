@@ -67,14 +67,16 @@ class Published:
     feature_schema: str
 
 
-def published(repository: Path, name: str) -> Published:
-    """The live version of a model, the one Triton serves (as the release
-    commands record it in ``config.pbtxt``)."""
+def published(repository: Path, name: str, version: int | None = None) -> Published:
+    """A published version of a model: by default the live one, the one Triton
+    serves (as the release commands record it in ``config.pbtxt``); a given
+    ``version`` evaluates a candidate before it goes live."""
     directory = repository / name
     config = directory / CONFIG
     if not config.is_file():
         raise FileNotFoundError(f"no published version of {name} in {repository}")
-    version = live_version(directory)
+    if version is None:
+        version = live_version(directory)
     model = directory / str(version) / MODEL_FILE
     if version is None or not model.is_file():
         raise FileNotFoundError(f"{config}: live version {version} has no {MODEL_FILE}")
@@ -229,7 +231,9 @@ def evaluate_release(
     label_delay_days: float = DEFAULT_LABEL_DELAY_DAYS,
     seed: int = BASELINE_SEED,
     max_rows: int | None = None,
+    versions: dict[str, int] | None = None,
 ) -> Path:
+    """``versions``: model name -> version to score instead of the live one."""
     started = time.monotonic()
     history = read_transactions(history_path, max_rows)
     data = read_transactions(data_path, max_rows)
@@ -243,7 +247,14 @@ def evaluate_release(
     if len(labels) == 0 or labels.min() == labels.max():
         raise ValueError(f"{data_path} needs both fraud and legitimate labels")
     policy = load_policy(policy_path)
-    models = {name: published(repository, name) for name in (CLASSIFIER, AUTOENCODER)}
+    chosen = versions or {}
+    unknown = set(chosen) - {CLASSIFIER, AUTOENCODER}
+    if unknown:
+        raise ValueError(f"no model {sorted(unknown)}; use {CLASSIFIER}, {AUTOENCODER}")
+    models = {
+        name: published(repository, name, chosen.get(name))
+        for name in (CLASSIFIER, AUTOENCODER)
+    }
 
     # History runs through HISTORY and then DATA, with every label fed back
     # from the moment it was known, as the gateway's online history would.
@@ -438,7 +449,7 @@ def render_markdown(metrics: dict[str, Any]) -> str:
         f"{data['labelled_rows']} labelled",
         f"- HISTORY: `{history['source']}`, {history['rows']} rows, "
         f"{history['start']} to {history['end']}",
-        f"- published models (the live versions): {CLASSIFIER} "
+        f"- published models: {CLASSIFIER} "
         f"v{pub[CLASSIFIER]['version']} (`{pub[CLASSIFIER]['feature_schema']}`), "
         f"{AUTOENCODER} v{pub[AUTOENCODER]['version']} "
         f"(`{pub[AUTOENCODER]['feature_schema']}`), scored with onnxruntime on the "
@@ -538,6 +549,16 @@ def _goals(m: dict[str, Any]) -> list[tuple[str, bool]]:
     ]
 
 
+def _versions(values: Sequence[str]) -> dict[str, int]:
+    out = {}
+    for value in values:
+        name, _, number = value.partition("=")
+        if not number.isdigit() or int(number) < 1:
+            raise ValueError(f"--version wants MODEL=N with N >= 1, got {value!r}")
+        out[name] = int(number)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m training.evaluate_release",
@@ -563,7 +584,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=BASELINE_SEED)
     parser.add_argument("--max-rows", type=int, default=None)
+    parser.add_argument(
+        "--version",
+        action="append",
+        default=[],
+        metavar="MODEL=N",
+        help="score version N of MODEL instead of the live one (a candidate "
+        "before it goes live); repeatable",
+    )
     args = parser.parse_args(argv)
+    try:
+        versions = _versions(args.version)
+    except ValueError as exc:
+        parser.error(str(exc))
     out = args.out or Path("evaluations") / time.strftime(
         "%Y%m%dT%H%M%SZ", time.gmtime()
     )
@@ -577,6 +610,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             label_delay_days=args.label_delay_days,
             seed=args.seed,
             max_rows=args.max_rows,
+            versions=versions,
         )
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -54,7 +54,10 @@ def decide(policy: Policy, anomaly: np.ndarray, risk: np.ndarray) -> np.ndarray:
 
 
 def score_file(path: Path, repository: Path) -> Scored:
-    """A transactions file scored by the live version of each published model."""
+    """A transactions file scored by the live version of each published model;
+    history features, for models that use them, are folded over the file
+    alone, labels fed back 7 days after each transaction (or at reported_at)."""
+    from features.schemas import WIDEST_SCHEMA_ID
     from training.data import read_transactions
     from training.evaluate_release import (
         AUTOENCODER,
@@ -62,9 +65,10 @@ def score_file(path: Path, repository: Path) -> Scored:
         onnx_scorer,
         published,
     )
+    from training.history import encode
 
     data = read_transactions(path)
-    x = data.features()
+    x = encode(data, WIDEST_SCHEMA_ID)
     risk = onnx_scorer(published(repository, CLASSIFIER))(x)
     anomaly = onnx_scorer(published(repository, AUTOENCODER))(x)
     return Scored(anomaly, risk, np.asarray(data.is_fraud), source=str(path))
