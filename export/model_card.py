@@ -44,6 +44,16 @@ DESCRIPTIONS = {
 }
 
 
+ENSEMBLE_DESCRIPTION = (
+    "Keras classifier: standardise and batch norm, then {members} networks "
+    "(64-ReLU, dropout 0.2, 32-ReLU, 16-ReLU, 1) trained together whose logits "
+    "are averaged, with {weights}{augmentation}; the weights kept are those of "
+    "the epoch with the {selection}. Platt scaling on the averaged logit, "
+    "fitted on the calibration split, turns it into a calibrated fraud "
+    "probability."
+)
+
+
 def card(
     contract: ModelContract,
     version: int,
@@ -70,11 +80,26 @@ def card(
         )
     )
     descriptions = ROBUST_DESCRIPTIONS if robust else DESCRIPTIONS
+    description = descriptions[contract.name].format(width=contract.num_features)
+    ensemble = manifest.get("classifier")
+    if contract.name == "risk_classifier" and ensemble:
+        description = ENSEMBLE_DESCRIPTION.format(
+            members=ensemble["members"],
+            weights="balanced class weights"
+            if ensemble["balanced_class_weights"]
+            else "no class weights",
+            selection=ensemble["epoch_selection"],
+            augmentation=" and unseen-value augmentation (each categorical field "
+            "moved to its OTHER bucket with a small probability, label kept, "
+            "afresh every epoch)"
+            if robust
+            else "",
+        )
     schema = contract.feature_schema
     return {
         "model": contract.name,
         "version": version,
-        "description": descriptions[contract.name].format(width=contract.num_features),
+        "description": description,
         "feature_schema": schema,
         "feature_names": list(schemas.feature_names(schema)),
         "interface": {
