@@ -142,8 +142,9 @@ class HistoryStore:
         return await self._bounded(self._apply_once(event))  # type: ignore[no-any-return]
 
     async def peek(self, events: Sequence[history.HistoryEvent]) -> np.ndarray:
-        """The history blocks of ``events`` against the current states, writing
-        nothing (each as if it were the customer's next transaction)."""
+        """The history blocks of ``events``, writing nothing: an applied
+        transaction's stored block, else against the current state (as if it
+        were the customer's next transaction)."""
         return await self._bounded(self._peek(events))  # type: ignore[no-any-return]
 
     async def apply_outcome(
@@ -173,8 +174,13 @@ class HistoryStore:
     async def _peek(self, events: Sequence[history.HistoryEvent]) -> np.ndarray:
         out = np.zeros((len(events), history.NUM_HISTORY_FEATURES), dtype=np.float32)
         for row, event in enumerate(events):
-            read = await self._read(event, marker=False)
-            out[row] = history.history_features(read.state, event, read.amount_count)
+            read = await self._read(event, marker=True)
+            if read.applied is not None:
+                out[row] = read.applied
+            else:
+                out[row] = history.history_features(
+                    read.state, event, read.amount_count
+                )
         return out
 
     async def _apply_once(self, event: history.HistoryEvent) -> np.ndarray:

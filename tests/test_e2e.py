@@ -23,6 +23,8 @@ from triton_fixtures import free_port, free_ports
 
 import features
 from demo.dataset import iter_file
+from export.repository import config_feature_schema
+from features.schemas import SCHEMAS, WIDEST_SCHEMA_ID, columns_for
 from triton_local.server import LaunchOptions, TritonHandle, start_triton
 
 pytestmark = pytest.mark.integration
@@ -126,16 +128,42 @@ async def test_sample_is_replayed_and_every_row_stored(
     assert degraded == 0
 
 
-async def test_triton_scores_equal_in_process_onnxruntime(gateway_url: str) -> None:
-    """Distinct real rows, sent at once so that dynamic batching merges them."""
+async def test_triton_scores_equal_in_process_onnxruntime(
+    gateway_url: str, db: asyncpg.Pool, redis_db: object
+) -> None:
+    """Distinct real rows, sent at once so that dynamic batching merges them.
+
+    Each model is given the columns of its own schema from the row stored with
+    the decision, which /risk/analyze of a stored transaction scores again.
+    """
     sample = [t.fields for t in iter_file(SAMPLE, limit=96)]
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=10) as client:
+        for fields in sample:
+            stored = await client.post("/transactions", json=fields)
+            assert stored.status_code == 200, stored.text
+    rows = {
+        r["transaction_id"]: r["features"]
+        for r in await db.fetch(
+            "SELECT transaction_id, features FROM transactions"
+            " WHERE transaction_id = ANY($1)",
+            [f["transaction_id"] for f in sample],
+        )
+    }
+    widest = np.array([rows[f["transaction_id"]] for f in sample], dtype=np.float32)
+    assert widest.shape == (len(sample), len(SCHEMAS[WIDEST_SCHEMA_ID]))
+    np.testing.assert_array_equal(
+        widest[:, : len(features.FEATURE_NAMES)], features.encode(sample)
+    )
     expected = {}
-    matrix = features.encode(sample)
     for model, output in MODELS.items():
+        schema = config_feature_schema(
+            ROOT / "model_repository" / model / "config.pbtxt"
+        )
         session = ort.InferenceSession(
             str(latest_version(ROOT / "model_repository" / model) / "model.onnx"),
             providers=["CPUExecutionProvider"],
         )
+        matrix = columns_for(widest, schema)
         expected[output] = session.run([output], {"features": matrix})[0].reshape(-1)
 
     async with httpx.AsyncClient(base_url=gateway_url, timeout=10) as client:

@@ -31,10 +31,12 @@ with warnings.catch_warnings():
     from starlette.testclient import TestClient
 
 import features
+from features.schemas import SCHEMAS
 from gateway import auth
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.schemas import TransactionRequest
+from gateway.triton import Features
 
 pytestmark = pytest.mark.integration
 
@@ -95,11 +97,13 @@ def fuzz_client(database: Any, triton_server: Any) -> Iterator[TestClient]:
 
 
 def _counted(method: Any) -> Any:
-    async def counted(batch: np.ndarray) -> Any:
+    async def counted(rows: Features) -> Any:
         TALLY["scorer_calls"] += 1
-        assert batch.ndim == 2 and batch.shape[1] == len(features.FEATURE_NAMES)
+        batch = rows.matrix
+        assert batch.ndim == 2 and batch.shape[1] == len(SCHEMAS[rows.schema])
+        assert batch.shape[1] >= len(features.FEATURE_NAMES)
         assert np.all(np.isfinite(batch))
-        return await method(batch)
+        return await method(rows)
 
     return counted
 
