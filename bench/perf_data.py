@@ -3,7 +3,9 @@
 The rows are the committed MIT-0 sample (data/samples/afd_coldstart_sample.csv),
 encoded by the project's feature contract. ``python -m bench.perf_data``
 rewrites ``bench/perf_data/``; perf_analyzer users pass
-``--input-data bench/perf_data/features.json`` to any of the three models.
+``--input-data bench/perf_data/features.json`` (``txn-history-v1``, 43 floats a
+row) to any model whose config speaks that schema, or
+``features_txn-basic-v1.json`` to one that speaks ``txn-basic-v1``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 import features
+from features import history, schemas
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "samples" / "afd_coldstart_sample.csv"
@@ -39,23 +44,62 @@ def sample_transactions(limit: int = ROWS, path: Path = SAMPLE) -> list[dict[str
     return out
 
 
-def perf_analyzer_data(transactions: list[dict[str, Any]]) -> dict[str, Any]:
-    """perf_analyzer's --input-data format: one 26-float row per request."""
-    matrix = features.encode(transactions)
+def encode_rows(transactions: list[dict[str, Any]], schema: str) -> np.ndarray:
+    """The rows in ``schema``; a history block is folded over these rows in
+    time order, as the gateway would have built it for them."""
+    basic = features.encode(transactions)
+    if schema == schemas.BASIC_SCHEMA_ID:
+        return basic
+    order = sorted(
+        range(len(transactions)),
+        key=lambda i: features.epoch_seconds(transactions[i]["timestamp"]),
+    )
+    events = [
+        history.HistoryEvent.of(
+            user_id=transactions[i]["user_id"],
+            transaction_id=f"perf-{i}",
+            amount=float(transactions[i]["amount"]),
+            epoch=features.epoch_seconds(transactions[i]["timestamp"]),
+            country=transactions[i]["country"],
+            device=transactions[i]["device"],
+            product_category=transactions[i].get("product_category"),
+        )
+        for i in order
+    ]
+    block = np.zeros((len(transactions), history.NUM_HISTORY_FEATURES), np.float32)
+    block[order] = history.fold(events)
+    return np.concatenate([basic, block], axis=1)
+
+
+def perf_analyzer_data(
+    transactions: list[dict[str, Any]], schema: str = schemas.WIDEST_SCHEMA_ID
+) -> dict[str, Any]:
+    """perf_analyzer's --input-data format: one row of the schema per request."""
+    matrix = encode_rows(transactions, schema)
     return {"data": [{"features": [float(v) for v in row]} for row in matrix]}
+
+
+def data_file(schema: str, out: Path = OUT) -> Path:
+    """``features.json`` is in the widest schema; others are named after theirs."""
+    if schema == schemas.WIDEST_SCHEMA_ID:
+        return out / "features.json"
+    return out / f"features_{schema}.json"
 
 
 def write(out: Path = OUT) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     transactions = sample_transactions()
-    data_path = out / "features.json"
-    data_path.write_text(json.dumps(perf_analyzer_data(transactions)) + "\n")
+    paths = []
+    for schema in schemas.SCHEMAS:
+        path = data_file(schema, out)
+        path.write_text(json.dumps(perf_analyzer_data(transactions, schema)) + "\n")
+        paths.append(path)
     # One body per line; the load script puts a fresh transaction_id in front.
     bodies_path = out / "transactions.jsonl"
     bodies_path.write_text(
         "".join(json.dumps(t, separators=(",", ":")) + "\n" for t in transactions)
     )
-    return [data_path, bodies_path]
+    return [*paths, bodies_path]
 
 
 if __name__ == "__main__":

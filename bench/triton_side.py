@@ -15,13 +15,15 @@ from typing import Any
 
 import numpy as np
 
+from bench.perf_data import data_file
 from bench.tools import free_ports_from, perf_analyzer_env
+from export.live import live_version
+from export.repository import CONFIG, MODEL_FILE, config_feature_schema
 from triton_local import LaunchOptions, Ports, start_triton
 from triton_local.server import TritonHandle
 
 ROOT = Path(__file__).resolve().parent.parent
 REPOSITORY = ROOT / "model_repository"
-PERF_DATA = ROOT / "bench" / "perf_data" / "features.json"
 MODELS = ("anomaly_autoencoder", "risk_classifier", "risk_ensemble")
 ONNX_MODELS = ("anomaly_autoencoder", "risk_classifier")
 
@@ -70,6 +72,11 @@ def start(variant: Variant, work: Path, base_port: int) -> TritonHandle:
     return start_triton(options)
 
 
+def perf_data_for(repository: Path, model: str) -> Path:
+    """The input rows in the feature schema that the model's config speaks."""
+    return data_file(config_feature_schema(repository / model / CONFIG))
+
+
 def perf_analyzer(
     binary: Path,
     handle: TritonHandle,
@@ -87,7 +94,7 @@ def perf_analyzer(
         "-u", url,
         "-i", protocol,
         "--concurrency-range", f"{concurrency}:{concurrency}",
-        "--input-data", str(PERF_DATA),
+        "--input-data", str(perf_data_for(REPOSITORY, model)),
         "--measurement-interval", str(window_ms),
         "--stability-percentage", "25",
         "--max-trials", "15",
@@ -128,21 +135,19 @@ def onnxruntime_floor(repository: Path = REPOSITORY) -> list[dict[str, Any]]:
     """Each model in-process, one thread: the cost of the model alone."""
     import onnxruntime as ort  # only the bench and the Triton backend need it
 
-    rows = np.asarray(
-        [r["features"] for r in json.loads(PERF_DATA.read_text())["data"]],
-        dtype=np.float32,
-    )
     out = []
     for model in ONNX_MODELS:
-        versions = sorted(
-            (p for p in (repository / model).iterdir() if p.name.isdigit()),
-            key=lambda p: int(p.name),
+        data = perf_data_for(repository, model)
+        rows = np.asarray(
+            [r["features"] for r in json.loads(data.read_text())["data"]],
+            dtype=np.float32,
         )
+        live = live_version(repository / model)
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         session = ort.InferenceSession(
-            str(versions[-1] / "model.onnx"),
+            str(repository / model / str(live) / MODEL_FILE),
             options,
             providers=["CPUExecutionProvider"],
         )
