@@ -414,6 +414,11 @@ def _sync_ensemble(
     While they disagree no input width fits both, so Triton cannot load the
     ensemble; it is left as it is. The gateway does not use it.
     """
+    # Limitation: while the members disagree, a Triton started afresh on this
+    # repository (restart, `make up`, a test copying it) refuses to start,
+    # since every model must load at start-up and the ensemble cannot. Moving
+    # the ensemble out of the repository until its members agree (and back
+    # afterwards) would keep the repository startable.
     state = ensemble_state(repository)
     if state is None:
         return ""
