@@ -129,7 +129,14 @@ def render_markdown(report: dict[str, Any]) -> str:
         f" * logit + {cal['platt']['b']:.4f}), fitted on the calibration split",
         f"- expected calibration error ({ece['bins']} equal-width bins) on "
         f"validation: {ece['calibrated']:.4f} calibrated, "
-        f"{ece['uncalibrated']:.4f} before calibration (class-weighted training)",
+        f"{ece['uncalibrated']:.4f} before calibration"
+        + (
+            " (class-weighted training)"
+            if report.get("classifier", {"balanced_class_weights": True})[
+                "balanced_class_weights"
+            ]
+            else ""
+        ),
         f"- mean risk probability {val['mean_risk_probability']:.4f} against a "
         f"fraud rate of {val['fraud_rate']:.4f}",
         f"- autoencoder: reconstruction error "
