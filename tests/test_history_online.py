@@ -56,7 +56,7 @@ MIXED = {
 
 def _config(model: str, schema: str) -> str:
     text = (COMMITTED_REPOSITORY / model / "config.pbtxt").read_text()
-    text = re.sub(r"dims: \[ 26 \]", f"dims: [ {width(schema)} ]", text, count=1)
+    text = re.sub(r"dims: \[ \d+ \]", f"dims: [ {width(schema)} ]", text, count=1)
     text = re.sub(r'string_value: "[^"]*"', f'string_value: "{schema}"', text)
     return re.sub(
         r"^version_policy:.*$",
