@@ -169,7 +169,14 @@ def test_a_model_speaking_another_feature_schema_is_refused(repository: Path) ->
         evaluate_release.published(repository, "risk_classifier")
     card.unlink()
     config = repository / "risk_classifier" / "config.pbtxt"
-    config.write_text(config.read_text().replace("txn-basic-v1", "txn-basic-v8"))
+    config.write_text(
+        re.sub(
+            r'(key: "feature_schema"\s*value: \{ string_value: ")[^"]*',
+            r"\g<1>txn-basic-v8",
+            config.read_text(),
+        )
+    )
+    assert "txn-basic-v8" in config.read_text()
     with pytest.raises(ValueError, match="txn-basic-v8"):
         evaluate_release.published(repository, "risk_classifier")
 
