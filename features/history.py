@@ -349,6 +349,10 @@ class AmountCounts:
             for d in range(day - DAY_BUCKETS_7D + 1, day + 1)
         )
 
+    def days(self) -> dict[int, dict[int, int]]:
+        """Day index -> {amount in cents: count}, the days still kept."""
+        return {day: dict(counts) for day, counts in self._days.items()}
+
     def add(self, event: HistoryEvent) -> None:
         counts = self._days.setdefault(event.day, {})
         counts[event.cents] = counts.get(event.cents, 0) + 1

@@ -120,12 +120,13 @@ class HistoryStore:
     def _marker_key(self, transaction_id: str) -> str:
         return self._prefix + "applied:" + _digest(transaction_id)
 
+    def amount_key(self, day: int) -> str:
+        """The hash of one day's exact-amount counters."""
+        return f"{self._prefix}amounts:{day}"
+
     def _amount_keys(self, event: history.HistoryEvent) -> list[str]:
         """The day hashes of the 7-day amount window, the event's day first."""
-        return [
-            f"{self._prefix}amounts:{event.day - i}"
-            for i in range(history.DAY_BUCKETS_7D)
-        ]
+        return [self.amount_key(event.day - i) for i in range(history.DAY_BUCKETS_7D)]
 
     async def _bounded(self, work: Any) -> Any:
         """Run ``work`` within the budget and the request's deadline."""
