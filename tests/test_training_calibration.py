@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from gateway.policy import load_policy
 from training.calibration import (
     PiecewiseLinear,
     expected_calibration_error,
@@ -13,7 +14,7 @@ from training.calibration import (
     standardisation,
 )
 from training.metrics import ranking_metrics, recall_at_fpr
-from training.policy import DEFAULT_POLICY, decision_shares
+from training.policy import DEFAULT_POLICY, POLICY_PATH, decision_shares
 
 
 def test_quantile_knots_put_legit_p95_at_flag_and_p99_at_review() -> None:
@@ -74,7 +75,11 @@ def test_default_policy_review_flag_approve() -> None:
     risk = np.array([0.0, 0.8, 0.1, 0.55, 0.5])
     decisions = DEFAULT_POLICY.decide(anomaly, risk)
     assert decisions.tolist() == ["REVIEW", "REVIEW", "FLAG", "FLAG", "APPROVE"]
+    # Reports use the policy the gateway loads.
+    served = load_policy(POLICY_PATH)
+    assert DEFAULT_POLICY.version == served.version
     np.testing.assert_allclose(
-        DEFAULT_POLICY.combined(anomaly, risk), 0.4 * anomaly + 0.6 * risk
+        DEFAULT_POLICY.combined(anomaly, risk),
+        [served.combined(a, r) for a, r in zip(anomaly, risk, strict=True)],
     )
     assert decision_shares(decisions) == {"APPROVE": 0.2, "FLAG": 0.4, "REVIEW": 0.4}

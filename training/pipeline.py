@@ -25,6 +25,7 @@ from training.calibration import (
 from training.data import UNLABELLED, Transactions, read_transactions
 from training.history import encode
 from training.labels import DEFAULT_LABEL_DELAY_DAYS, labels_as_of
+from training.policy import DEFAULT_POLICY
 from training.report import evaluate, plot_precision_recall, write_report
 from training.robustness import evaluate_file, unseen_value_probes
 from training.split import Split, time_split
@@ -212,7 +213,7 @@ def train(cfg: TrainConfig) -> Path:
         {
             "anomaly_autoencoder": anomaly,
             "risk_classifier": risk,
-            "combined": 0.4 * anomaly + 0.6 * risk,
+            DEFAULT_POLICY.combined_label: DEFAULT_POLICY.combined(anomaly, risk),
         },
         out / layout.PR_CURVE_PNG,
     )

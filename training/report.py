@@ -54,11 +54,9 @@ def evaluate(
         "mean_risk_probability": float(risk.mean()),
         "fraud_rate": float(fraud.mean()),
         "policy": {
-            "rule": (
-                f"REVIEW if anomaly > {policy.review_anomaly} or risk > "
-                f"{policy.review_risk}, else FLAG if either > "
-                f"{policy.flag_threshold}, else APPROVE"
-            ),
+            "rule": policy.rule,
+            "version": policy.version,
+            "combined": policy.combined_label,
             "fraud": decision_shares(decisions[fraud]),
             "legitimate": decision_shares(decisions[~fraud]),
             "legit_review_limit": LEGIT_REVIEW_LIMIT,
@@ -88,6 +86,12 @@ def plot_precision_recall(
     plt.close(figure)
 
 
+def _labels(report: dict[str, Any]) -> dict[str, str]:
+    """Row labels; the combined score as the run's policy weighed it."""
+    combined = report.get("validation", {}).get("policy", {}).get("combined")
+    return MODEL_LABELS | ({"combined": combined} if combined else {})
+
+
 def _pct(value: float) -> str:
     return f"{100 * value:.2f}%"
 
@@ -111,9 +115,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         "| model | PR-AUC | ROC-AUC | recall at 1% FPR |",
         "| --- | --- | --- | --- |",
     ]
+    labels = _labels(report)
     for name, m in val["metrics"].items():
         lines.append(
-            f"| {MODEL_LABELS[name]} | {m['pr_auc']:.4f} | {m['roc_auc']:.4f} "
+            f"| {labels[name]} | {m['pr_auc']:.4f} | {m['roc_auc']:.4f} "
             f"| {_pct(m['recall_at_1pct_fpr'])} |"
         )
     ece = val["risk_classifier_ece"]
@@ -225,7 +230,7 @@ def _robustness_lines(report: dict[str, Any]) -> list[str]:
             lines.append("| --- | --- | --- | --- |")
             for name, m in extra["metrics"].items():
                 lines.append(
-                    f"| {MODEL_LABELS[name]} | {m['pr_auc']:.4f} | "
+                    f"| {_labels(report)[name]} | {m['pr_auc']:.4f} | "
                     f"{m['roc_auc']:.4f} | {_pct(m['recall_at_1pct_fpr'])} |"
                 )
         lines.append("")
