@@ -35,10 +35,14 @@ def triton_runs(binary: Path, quick: bool) -> dict[str, Any]:
     levels = [1, 8] if quick else [1, 2, 4, 8, 16]
     window = 500 if quick else 1000
     results: dict[str, Any] = {"sweep": [], "no_batching": [], "two_instances": []}
+    models = triton_side.served_models()
+    parked = triton_side.ensemble_parked()
+    if parked is not None:
+        _log(parked)
 
     _log("Triton, dynamic batching on, 1 instance: every model, gRPC and HTTP")
     with triton_side.start(Variant("batching"), WORK, 18000) as handle:
-        for model in triton_side.MODELS:
+        for model in models:
             for protocol in ("grpc", "http"):
                 for c in levels:
                     row = triton_side.perf_analyzer(
@@ -49,12 +53,14 @@ def triton_runs(binary: Path, quick: bool) -> dict[str, Any]:
 
     _log("Triton, dynamic batching off")
     with triton_side.start(Variant("no-batching", batching=False), WORK, 18100) as h:
-        for model in triton_side.MODELS:
+        for model in models:
             for c in [1, 8, 16]:
                 row = triton_side.perf_analyzer(binary, h, model, "grpc", c, window)
                 _log(f"  {model} grpc c={c}: {_brief(row)}")
                 results["no_batching"].append(row)
 
+    if parked is not None:
+        return results
     _log("Triton, dynamic batching on, 2 instances per model")
     with triton_side.start(Variant("two-instances", instances=2), WORK, 18200) as h:
         for c in [1, 8, 16]:

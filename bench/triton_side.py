@@ -17,15 +17,37 @@ import numpy as np
 
 from bench.perf_data import data_file
 from bench.tools import free_ports_from, perf_analyzer_env
-from export.live import live_version
+from export.live import ENSEMBLE, PARKED, ensemble_state, live_version
 from export.repository import CONFIG, MODEL_FILE, config_feature_schema
 from triton_local import LaunchOptions, Ports, start_triton
 from triton_local.server import TritonHandle
 
 ROOT = Path(__file__).resolve().parent.parent
 REPOSITORY = ROOT / "model_repository"
-MODELS = ("anomaly_autoencoder", "risk_classifier", "risk_ensemble")
+MODELS = ("anomaly_autoencoder", "risk_classifier", ENSEMBLE)
 ONNX_MODELS = ("anomaly_autoencoder", "risk_classifier")
+
+
+def ensemble_parked(repository: Path = REPOSITORY) -> str | None:
+    """Why the ensemble cannot be measured (None when it can): export.live
+    parks it while its members speak different feature schemas."""
+    state = ensemble_state(repository)
+    if state is None:
+        return f"{ENSEMBLE} is not in {repository}"
+    if state["parked"]:
+        spoken = ", ".join(f"{m} {s}" for m, s in state["members"].items())
+        return (
+            f"{ENSEMBLE} is parked ({repository / PARKED}) while its members "
+            f"speak different feature schemas ({spoken}); skipped"
+        )
+    return None
+
+
+def served_models(repository: Path = REPOSITORY) -> list[str]:
+    """MODELS, less a parked ensemble."""
+    if ensemble_parked(repository) is None:
+        return list(MODELS)
+    return [m for m in MODELS if m != ENSEMBLE]
 
 
 @dataclass(frozen=True)

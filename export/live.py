@@ -11,7 +11,9 @@ without one: the config's). The config's input width and ``feature_schema``
 parameter are shared by all versions, so they are rewritten together with the
 version policy, in one atomic write: a change of version may switch the
 model's schema. The ensemble ``risk_ensemble`` (kept for perf_analyzer; the
-gateway calls the models) follows its members once they agree on a schema.
+gateway calls the models) follows its members once they agree on a schema;
+while they disagree it is parked out of Triton's sight (see ``_park``), so a
+Triton started on the repository still starts.
 
 A change is made in Triton as one step that never drops a request: Triton
 loads the new version (with the new config) next to the old one and unloads
@@ -30,6 +32,7 @@ import getpass
 import json
 import os
 import re
+import shutil
 import socket
 import sys
 import time
@@ -45,6 +48,7 @@ from export.errors import ExportError, SchemaMismatchError
 from export.repository import (
     CONFIG,
     MODEL_FILE,
+    _fsync_dir,
     _locked,
     _write_atomically,
     config_feature_schema,
@@ -66,6 +70,13 @@ __all__ = [
 
 RELEASES_LOG = "RELEASES.log"
 ENSEMBLE = "risk_ensemble"
+# Where the ensemble's config waits while its members disagree: a file at the
+# top of the repository, which Triton ignores like RELEASES.log.
+PARKED = f"{ENSEMBLE}.{CONFIG}.parked"
+# The one file of the ensemble's version directory, put back when it returns.
+ENSEMBLE_NOTE = (
+    "The ensemble has no files of its own; Triton needs this version directory.\n"
+)
 _MEMBER = re.compile(r'model_name:\s*"([^"]+)"')
 _POLICY = re.compile(r"^version_policy:.*$", re.MULTILINE)
 _SPECIFIC = re.compile(r"specific:\s*\{\s*versions:\s*\[([^\]]*)\]")
@@ -233,6 +244,15 @@ class Triton:
             if entry.get("name") == model and str(entry.get("version", "")).isdigit()
         }
 
+    def unload(self, model: str) -> bool:
+        """Ask Triton to unload a model; False when Triton polls instead."""
+        status, body = self._post(f"/v2/repository/models/{model}/unload", {})
+        if status == 200:
+            return True
+        if "polling" in body:
+            return False
+        raise ReleaseError(f"Triton refused to unload {model}: {_error(body)}")
+
     def load(self, model: str) -> bool:
         """Ask Triton to (re)load a model; False when Triton polls instead."""
         status, body = self._post(f"/v2/repository/models/{model}/load", {})
@@ -389,10 +409,19 @@ def go_live(
         return record("ok", f"{how}{switch}{ensemble}")
 
 
+def _ensemble_config(repository: Path) -> Path | None:
+    """The ensemble's config in the repository, else its parked one."""
+    for config in (repository / ENSEMBLE / CONFIG, repository / PARKED):
+        if config.is_file():
+            return config
+    return None
+
+
 def ensemble_state(repository: Path) -> dict[str, Any] | None:
-    """The ensemble's schema and its members' (None without an ensemble)."""
-    config = repository / ENSEMBLE / CONFIG
-    if not config.is_file():
+    """The ensemble's schema, its members', and whether it is parked (None
+    without an ensemble)."""
+    config = _ensemble_config(repository)
+    if config is None:
         return None
     members = {
         name: config_feature_schema(repository / name / CONFIG)
@@ -403,48 +432,99 @@ def ensemble_state(repository: Path) -> dict[str, Any] | None:
         "feature_schema": config_feature_schema(config),
         "members": members,
         "members_agree": len(agreed) == 1,
+        "parked": config.name == PARKED,
     }
 
 
 def _sync_ensemble(
     repository: Path, triton: Triton | None, echo: Callable[[str], None]
 ) -> str:
-    """Give the ensemble its members' schema once they agree; what was done.
-
-    While they disagree no input width fits both, so Triton cannot load the
-    ensemble; it is left as it is. The gateway does not use it.
-    """
-    # Limitation: while the members disagree, a Triton started afresh on this
-    # repository (restart, `make up`, a test copying it) refuses to start,
-    # since every model must load at start-up and the ensemble cannot. Moving
-    # the ensemble out of the repository until its members agree (and back
-    # afterwards) would keep the repository startable.
+    """Give the ensemble its members' schema once they agree, else park it;
+    what was done. The gateway does not use the ensemble."""
     state = ensemble_state(repository)
     if state is None:
         return ""
     if not state["members_agree"]:
         spoken = ", ".join(f"{m} {s}" for m, s in state["members"].items())
+        _park(repository, triton, echo)
         echo(
             f"{ENSEMBLE} is unavailable until its members speak one feature "
-            f"schema ({spoken}); the gateway does not use it"
+            f"schema ({spoken}): parked as {PARKED}, out of Triton's sight; "
+            "the gateway does not use it"
         )
-        return f"; {ENSEMBLE} unavailable until its members agree"
+        return f"; {ENSEMBLE} unavailable until its members agree (parked)"
     (schema,) = set(state["members"].values())
-    ensemble_dir = repository / ENSEMBLE
-    with _locked(ensemble_dir):
-        config = ensemble_dir / CONFIG
-        before = config.read_text()
-        after = schema_text(before, schema)
-        if after != before:
-            _write_atomically(config, after.encode())
+    returned = _unpark(repository, schema)
+    back = f" (back from {PARKED})" if returned else ""
     if triton is not None:
         try:
             triton.load(ENSEMBLE)
         except ReleaseError as exc:
-            echo(f"{ENSEMBLE} speaks {schema} but Triton did not load it: {exc}")
-            return f"; {ENSEMBLE} speaks {schema}, not loaded: {exc}"
-    echo(f"{ENSEMBLE} speaks {schema} like its members")
-    return f"; {ENSEMBLE} speaks {schema}"
+            echo(f"{ENSEMBLE} speaks {schema}{back} but Triton did not load it: {exc}")
+            return f"; {ENSEMBLE} speaks {schema}{back}, not loaded: {exc}"
+    echo(f"{ENSEMBLE} speaks {schema} like its members{back}")
+    return f"; {ENSEMBLE} speaks {schema}{back}"
+
+
+def _park(repository: Path, triton: Triton | None, echo: Callable[[str], None]) -> None:
+    """Take the ensemble out of the repository, its config kept as PARKED.
+
+    No ensemble config can be valid while the members speak different
+    schemas, and Triton loads every directory of the repository at start-up
+    (one without a config.pbtxt too: it refuses to start), so the directory
+    itself goes; the config, moved in one rename, is what comes back.
+    """
+    ensemble_dir = repository / ENSEMBLE
+    with _locked(repository):
+        config = ensemble_dir / CONFIG
+        was_there = config.is_file()
+        if was_there:
+            os.replace(config, repository / PARKED)
+        # Limitation: between that rename and this removal (milliseconds), or
+        # after a crash there, the directory has no config and a Triton
+        # started then would refuse to start; the next release finishes the
+        # park. Moving the whole directory in one rename to a place Triton
+        # does not scan (outside the repository, same filesystem) would close
+        # the window.
+        if ensemble_dir.exists():
+            shutil.rmtree(ensemble_dir)
+        _fsync_dir(repository)
+    if triton is None or not was_there:
+        return
+    try:
+        if triton.unload(ENSEMBLE):
+            echo(f"{ENSEMBLE} unloaded by Triton")
+    except ReleaseError as exc:
+        echo(f"{ENSEMBLE} parked but Triton did not unload it: {exc}")
+
+
+def _unpark(repository: Path, schema: str) -> bool:
+    """Write the ensemble's config in ``schema``, putting a parked ensemble
+    back; whether it was parked."""
+    ensemble_dir = repository / ENSEMBLE
+    config = ensemble_dir / CONFIG
+    parked = repository / PARKED
+    with _locked(repository):
+        if config.is_file():
+            before = config.read_text()
+            after = schema_text(before, schema)
+            if after != before:
+                _write_atomically(config, after.encode())
+            parked.unlink(missing_ok=True)
+            return False
+        # The config is rewritten while still parked, then the directory is
+        # rebuilt and the config renamed into it: Triton never reads it in the
+        # old schema. (The same short window as in _park, the other way.)
+        _write_atomically(parked, schema_text(parked.read_text(), schema).encode())
+        version_dir = ensemble_dir / "1"
+        version_dir.mkdir(parents=True, exist_ok=True)
+        note = version_dir / "README.md"
+        if not note.exists():
+            note.write_text(ENSEMBLE_NOTE)
+        os.replace(parked, config)
+        _fsync_dir(ensemble_dir)
+        _fsync_dir(repository)
+    return True
 
 
 def rollback(

@@ -1,4 +1,5 @@
-"""Going live and rolling back, as recorded in the repository (no Triton)."""
+"""Going live and rolling back, as recorded in the repository (a private
+Triton only where the repository must start)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from triton_fixtures import STAND_INS, copy_basic_repository, write_linear_onnx
+from triton_fixtures import (
+    STAND_INS,
+    copy_basic_repository,
+    free_ports,
+    write_linear_onnx,
+)
 
 from export import live
 from export.errors import SchemaMismatchError
@@ -19,6 +25,7 @@ from export.repository import (
     versions,
 )
 from features.schemas import BASIC_SCHEMA_ID, HISTORY_SCHEMA_ID, width
+from triton_local.server import LaunchOptions, start_triton
 
 COMMITTED = Path(__file__).resolve().parents[1] / "model_repository"
 MODEL = "risk_classifier"
@@ -136,9 +143,14 @@ class FakeTriton:
     def __init__(self, fail: set[str] | None = None) -> None:
         self.fail = fail or set()
         self.loads: list[str] = []
+        self.unloads: list[str] = []
 
     def load(self, model: str) -> bool:
         self.loads.append(model)
+        return True
+
+    def unload(self, model: str) -> bool:
+        self.unloads.append(model)
         return True
 
     def wait_live(self, model: str, version: int, timeout_s: float) -> None:
@@ -240,9 +252,11 @@ def test_live_switches_dims_and_schema_in_one_config_write(
         HISTORY_SCHEMA_ID,
     )
     assert any("switches the model's input to 43 features" in p for p in printed)
-    # The members now disagree: the ensemble is left alone and said to be down.
+    # The members now disagree: the ensemble is parked, unloaded, said down.
     assert triton.loads == [MODEL]
-    assert input_dims(config(full_repo, live.ENSEMBLE)) == 26
+    assert triton.unloads == [live.ENSEMBLE]
+    assert not (full_repo / live.ENSEMBLE).exists()
+    assert input_dims((full_repo / live.PARKED).read_text()) == 26
     assert any("risk_ensemble is unavailable until" in p for p in printed)
     assert "risk_ensemble unavailable until its members agree" in entry.detail
 
@@ -318,7 +332,7 @@ def test_ensemble_follows_its_members_once_they_agree(full_repo: Path) -> None:
     live.go_live(
         full_repo, MODELS[0], new[MODELS[0]], triton=triton, echo=printed.append
     )
-    assert config(full_repo, live.ENSEMBLE) == ensemble_before
+    assert (full_repo / live.PARKED).read_text() == ensemble_before
     assert live.ENSEMBLE not in triton.loads
 
     entry = live.go_live(
@@ -329,19 +343,95 @@ def test_ensemble_follows_its_members_once_they_agree(full_repo: Path) -> None:
     assert f'string_value: "{HISTORY_SCHEMA_ID}"' in ensemble
     assert triton.loads[-1] == live.ENSEMBLE
     assert "risk_ensemble speaks txn-history-v1" in entry.detail
+    assert not (full_repo / live.PARKED).exists()
     assert live.status(full_repo)[live.ENSEMBLE] == {
         "feature_schema": HISTORY_SCHEMA_ID,
         "members": {m: HISTORY_SCHEMA_ID for m in MODELS},
         "members_agree": True,
+        "parked": False,
     }
 
-    # One rolled back: the ensemble keeps its config until they agree again.
+    # One rolled back: parked, in the schema it had, until they agree again.
     live.rollback(full_repo, MODELS[0], triton=triton, echo=printed.append)
-    assert input_dims(config(full_repo, live.ENSEMBLE)) == 43
-    assert live.status(full_repo)[live.ENSEMBLE]["members_agree"] is False
+    assert input_dims((full_repo / live.PARKED).read_text()) == 43
+    shown = live.status(full_repo)[live.ENSEMBLE]
+    assert (shown["members_agree"], shown["parked"]) == (False, True)
     live.rollback(full_repo, MODELS[1], triton=triton, echo=printed.append)
     assert config(full_repo, live.ENSEMBLE) == ensemble_before
     assert triton.loads[-1] == live.ENSEMBLE
+    note = Path(live.ENSEMBLE, "1", "README.md")
+    assert (full_repo / note).read_bytes() == (COMMITTED / note).read_bytes()
+
+
+def test_interrupted_park_is_finished_by_the_next_release(full_repo: Path) -> None:
+    version = publish_stand_in(full_repo, MODEL, HISTORY_SCHEMA_ID)
+    ensemble = full_repo / live.ENSEMBLE
+    # As after a crash between moving the config aside and removing the rest.
+    (ensemble / "config.pbtxt").rename(full_repo / live.PARKED)
+    assert live.status(full_repo)[live.ENSEMBLE]["parked"] is True
+
+    live.go_live(full_repo, MODEL, version, triton=None, echo=lambda _: None)
+
+    assert not ensemble.exists()
+    assert live.status(full_repo)[live.ENSEMBLE]["members_agree"] is False
+
+
+@pytest.mark.integration
+def test_rollback_to_another_schema_keeps_the_repository_startable(
+    full_repo: Path, tmp_path: Path
+) -> None:
+    history = {m: publish_stand_in(full_repo, m, HISTORY_SCHEMA_ID) for m in MODELS}
+    for model in MODELS:
+        live.go_live(full_repo, model, history[model], triton=None, echo=print)
+    printed: list[str] = []
+
+    live.rollback(full_repo, MODEL, triton=None, echo=printed.append)
+
+    assert not (full_repo / live.ENSEMBLE).exists()
+    assert live.status(full_repo)[live.ENSEMBLE] == {
+        "feature_schema": HISTORY_SCHEMA_ID,
+        "members": {MODELS[0]: HISTORY_SCHEMA_ID, MODEL: BASIC_SCHEMA_ID},
+        "members_agree": False,
+        "parked": True,
+    }
+    assert any(f"parked as {live.PARKED}" in p for p in printed)
+    assert "(parked)" in lines(full_repo)[-1]["detail"]
+
+    # A Triton started afresh on it (explicit mode loads every model at start).
+    options = LaunchOptions(
+        repository=full_repo,
+        run_dir=tmp_path / "run",
+        ports=free_ports(),
+        control_mode="explicit",
+        ready_timeout=60.0,
+    )
+    with start_triton(options) as handle:
+        control = live.Triton(handle.http_url, timeout_s=30.0)
+        assert all(handle.model_ready(m) for m in MODELS)
+        assert control.states(live.ENSEMBLE) == {}
+
+        entry = live.go_live(
+            full_repo, MODEL, history[MODEL], triton=control, timeout_s=30.0
+        )
+        assert f"speaks {HISTORY_SCHEMA_ID} (back from {live.PARKED})" in entry.detail
+        assert not (full_repo / live.PARKED).exists()
+        assert handle.model_ready(live.ENSEMBLE)
+
+        back = live.rollback(full_repo, MODEL, triton=control, timeout_s=30.0)
+        assert "(parked)" in back.detail
+        assert not handle.model_ready(live.ENSEMBLE)
+        assert all(handle.model_ready(m) for m in MODELS)
+
+    # And in poll mode, as `make up` and docker compose start it.
+    poll = LaunchOptions(
+        repository=full_repo,
+        run_dir=tmp_path / "run-poll",
+        ports=free_ports(),
+        control_mode="poll",
+        ready_timeout=60.0,
+    )
+    with start_triton(poll) as handle:
+        assert all(handle.model_ready(m) for m in MODELS)
 
 
 def test_evaluate_release_helpers_read_the_live_version_and_schema() -> None:
