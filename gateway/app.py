@@ -178,8 +178,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         checks: dict[str, str] = {}
 
         async def triton() -> None:
+            # The two scoring models alone: the ensemble is not called to score
+            # (it is parked while its members speak different schemas).
             ready = await svc.scorer.server_ready()
-            usable = all(m.usable for m in svc.scorer.models.values())
+            usable = all(m.usable for m in svc.scorer.scoring_models())
             checks["triton"] = "ok" if ready and usable else "unavailable"
 
         async def postgres() -> None:
