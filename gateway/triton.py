@@ -111,6 +111,10 @@ class TritonScorer:
             for name in (ensemble, anomaly_model, classifier_model)
         }
 
+    def scoring_models(self) -> list[ModelState]:
+        """The models that score transactions (not the ensemble)."""
+        return [self.models[self.anomaly_model], self.models[self.classifier_model]]
+
     async def close(self) -> None:
         await self._client.close()
 
@@ -138,9 +142,13 @@ class TritonScorer:
         self.reachable = True
         ready: dict[str, list[str]] = {name: [] for name in self.models}
         failed: dict[str, dict[str, str]] = {name: {} for name in self.models}
+        listed: set[str] = set()
         for entry in index.get("models", []):
             name, version = entry.get("name"), entry.get("version")
-            if name not in ready or not version:
+            if name not in ready:
+                continue
+            listed.add(name)
+            if not version:
                 continue
             if entry.get("state") == "READY":
                 ready[name].append(version)
@@ -155,7 +163,11 @@ class TritonScorer:
             state.failed = failed[name]
             if not state.versions:
                 state.live_version = None
-                state.problem = "no ready version"
+                state.problem = (
+                    "no ready version"
+                    if name in listed
+                    else "not in Triton's model repository"
+                )
                 continue
             state.feature_schema = await self._feature_schema(name)
             self._judge_schema(state)
@@ -200,11 +212,15 @@ class TritonScorer:
             for name in (self.anomaly_model, self.classifier_model)
         )
 
-    async def _reread_schema(self, state: ModelState) -> bool:
-        """Read the model's schema again; whether it changed to a known one."""
+    async def _reread_schema(self, state: ModelState, used: str) -> bool:
+        """Read the model's schema again; whether it is a known one other than
+        ``used``, the one the refused call was made with."""
         schema = await self._feature_schema(state.name)
-        if schema is None or schema == state.speaks or schema not in SCHEMAS:
+        if schema is None or schema == used or schema not in SCHEMAS:
             return False
+        if schema == state.speaks:
+            # A refresh during the refused call already followed the switch.
+            return True
         log.warning(
             "model %s now speaks %s (was %s): retrying with its columns",
             state.name,
@@ -239,7 +255,8 @@ class TritonScorer:
         for attempt in range(2):
             if not state.usable or state.speaks is None:
                 raise ScoringUnavailable(f"{model}: {state.problem or 'not ready'}")
-            batch = rows.columns(state.speaks)
+            used = state.speaks
+            batch = rows.columns(used)
             if batch is None:
                 raise ScoringUnavailable(
                     f"{model}: speaks {state.speaks}, whose history features "
@@ -250,7 +267,7 @@ class TritonScorer:
                 break
             except InferenceServerException as exc:
                 retry = attempt == 0 and _is_shape_error(exc)
-                if retry and await self._reread_schema(state):
+                if retry and await self._reread_schema(state, used):
                     SCHEMA_RETRIES.labels(model).inc()
                     continue
                 raise ScoringUnavailable(f"{model}: {exc}") from exc
