@@ -80,6 +80,7 @@ ENSEMBLE_NOTE = (
 _MEMBER = re.compile(r'model_name:\s*"([^"]+)"')
 _POLICY = re.compile(r"^version_policy:.*$", re.MULTILINE)
 _SPECIFIC = re.compile(r"specific:\s*\{\s*versions:\s*\[([^\]]*)\]")
+_OUTPUT_NAME = re.compile(r'output\s*\[\s*\{\s*name:\s*"([^"]+)"')
 # Requests to our own Triton must never go through a proxy.
 _HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -95,8 +96,8 @@ class Release:
     action: str
     model: str
     from_version: int | None
-    to_version: int
-    outcome: str  # "ok", "unchanged" or "failed"
+    to_version: int | None  # None: a rollback refused for want of a target
+    outcome: str  # "ok", "unchanged", "failed" or "refused"
     detail: str = ""
     # The config's feature schema before, and the asked version's (like
     # to_version, also when the change failed); older entries have none.
@@ -167,6 +168,65 @@ def check_version(model_dir: Path, version: int) -> str:
             f"{columns} columns"
         )
     return schema
+
+
+def smoke_test(model_dir: Path, version: int, schema: str) -> None:
+    """Score real rows in ``schema`` with onnxruntime; refuses a version whose
+    output (the one the config names) is missing, not finite or outside
+    [0, 1], or that fails to run. Triton would load such a version and every
+    transaction would fall back to the degraded path."""
+    import numpy as np
+    import onnxruntime as ort
+
+    path = model_dir / str(version) / MODEL_FILE
+    match = _OUTPUT_NAME.search((model_dir / CONFIG).read_text())
+    if match is None:
+        raise ReleaseError(f"{model_dir / CONFIG} names no output")
+    output = match.group(1)
+    rows = _smoke_rows(schema)
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        names = [o.name for o in session.get_outputs()]
+        if output not in names:
+            raise ReleaseError(
+                f"version {version} of {model_dir.name} has no output {output!r} "
+                f"(its {MODEL_FILE} gives {names})"
+            )
+        feed = {session.get_inputs()[0].name: rows}
+        (scores,) = session.run([output], feed)
+    except ReleaseError:
+        raise
+    except Exception as exc:  # onnxruntime's errors share no base class
+        raise ReleaseError(
+            f"version {version} of {model_dir.name} fails to score "
+            f"{len(rows)} rows of {schema}: {_first_line(str(exc))}"
+        ) from exc
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.shape[:1] != (len(rows),) or scores.size != len(rows):
+        raise ReleaseError(
+            f"version {version} of {model_dir.name}: {output!r} has shape "
+            f"{scores.shape} for {len(rows)} rows, expected ({len(rows)}, 1)"
+        )
+    bad = ~np.isfinite(scores) | (scores < 0.0) | (scores > 1.0)
+    if bad.any():
+        first = scores.reshape(-1)[int(np.argmax(bad.reshape(-1)))]
+        raise ReleaseError(
+            f"version {version} of {model_dir.name} scores {int(bad.sum())} of "
+            f"{len(rows)} real rows outside [0, 1] or not finite (e.g. {first}); "
+            "it cannot score"
+        )
+
+
+_SMOKE_ROWS: dict[str, Any] = {}
+
+
+def _smoke_rows(schema: str) -> Any:
+    """Rows of the committed sample in ``schema``, encoded once per process."""
+    if schema not in _SMOKE_ROWS:
+        from export.adapt import parity_rows
+
+        _SMOKE_ROWS[schema] = parity_rows(schema, limit=64)
+    return _SMOKE_ROWS[schema]
 
 
 def history(repository: Path, model: str) -> list[Release]:
@@ -360,6 +420,7 @@ def go_live(
 
         try:
             new_schema = check_version(model_dir, version)
+            smoke_test(model_dir, version, new_schema)
             # Policy, input width and schema in one write: Triton never reads
             # a config that pairs a version with another schema's width.
             after = schema_text(policy_text(before, version), new_schema)
@@ -378,13 +439,19 @@ def go_live(
                 f"({config_input_width(config)} -> {schemas.width(new_schema)} "
                 "features)"
             )
-            echo(
-                f"{model}: version {version} speaks {new_schema}, version "
-                f"{current} {old_schema}: the config switches the model's input "
-                f"to {schemas.width(new_schema)} features ({new_schema})"
-            )
+
+        def note_switch() -> None:
+            # Said only once the change happened, never before a refusal.
+            if switch:
+                echo(
+                    f"{model}: version {version} speaks {new_schema}, version "
+                    f"{current} {old_schema}: the config switched the model's "
+                    f"input to {schemas.width(new_schema)} features ({new_schema})"
+                )
+
         _write_atomically(config, after.encode())
         if triton is None:
+            note_switch()
             ensemble = _sync_ensemble(repository, None, echo) if switch else ""
             return record(
                 "ok", f"recorded only; Triton was not asked{switch}{ensemble}"
@@ -401,9 +468,11 @@ def go_live(
                 with contextlib.suppress(ReleaseError):
                     triton.load(model)
             if switch:
-                _sync_ensemble(repository, triton, echo)
+                # Nothing changed: the ensemble is only checked, quietly.
+                _sync_ensemble(repository, triton, lambda _: None)
             record("failed", f"{exc}; version {current} still live ({old_schema})")
             raise
+        note_switch()
         how = "loaded by Triton" if explicit else "picked up by Triton's poll"
         ensemble = _sync_ensemble(repository, triton, echo) if switch else ""
         return record("ok", f"{how}{switch}{ensemble}")
@@ -541,7 +610,23 @@ def rollback(
         raise ReleaseError(f"no model {model!r} in {repository}")
     target = previous_version(repository, model)
     if target is None:
-        raise ReleaseError(f"{model} has no earlier version to roll back to")
+        error = ReleaseError(f"{model} has no earlier version to roll back to")
+        current = live_version(repository / model)
+        schema = config_feature_schema(repository / model / CONFIG)
+        refused = Release(
+            _now(),
+            who or operator(),
+            "rollback",
+            model,
+            current,
+            None,
+            "refused",
+            str(error),
+            schema,
+            None,
+        )
+        _append(repository, refused, echo)
+        raise error
     return go_live(
         repository,
         model,

@@ -8,7 +8,10 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
+from onnx import numpy_helper
 from triton_fixtures import (
     STAND_INS,
     copy_basic_repository,
@@ -251,7 +254,7 @@ def test_live_switches_dims_and_schema_in_one_config_write(
         BASIC_SCHEMA_ID,
         HISTORY_SCHEMA_ID,
     )
-    assert any("switches the model's input to 43 features" in p for p in printed)
+    assert any("switched the model's input to 43 features" in p for p in printed)
     # The members now disagree: the ensemble is parked, unloaded, said down.
     assert triton.loads == [MODEL]
     assert triton.unloads == [live.ENSEMBLE]
@@ -321,6 +324,104 @@ def test_unreadable_onnx_is_refused_before_triton_is_asked(full_repo: Path) -> N
         live.go_live(full_repo, MODEL, version, triton=triton, echo=lambda _: None)
     assert triton.loads == []
     assert live.live_version(full_repo / MODEL) == 2
+
+
+def publish_onnx(repo: Path, model: str, graph: onnx.ModelProto) -> int:
+    staged = repo / "staged-odd.onnx"
+    onnx.save(graph, str(staged))
+    files = {"model.onnx": staged.read_bytes()}
+    return int(publish_version(repo / model, lambda _: files).name)
+
+
+def linear(repo: Path, output: str = "risk_probability") -> onnx.ModelProto:
+    path = write_linear_onnx(repo / "staged-linear.onnx", output, seed=3)
+    return onnx.load(str(path))
+
+
+def nan_weights(repo: Path) -> onnx.ModelProto:
+    """Passes onnx.checker, scores NaN for every row."""
+    graph = linear(repo)
+    weights = graph.graph.initializer[0]
+    nan = np.full(numpy_helper.to_array(weights).shape, np.nan, dtype=np.float32)
+    weights.CopyFrom(numpy_helper.from_array(nan, weights.name))
+    onnx.checker.check_model(graph)
+    return graph
+
+
+def no_sigmoid(repo: Path) -> onnx.ModelProto:
+    """The logit, not a probability: outside [0, 1] on real rows."""
+    graph = linear(repo)
+    del graph.graph.node[-1]
+    graph.graph.node[-1].output[0] = "risk_probability"
+    graph.graph.output[0].name = "risk_probability"
+    onnx.checker.check_model(graph)
+    return graph
+
+
+@pytest.mark.parametrize(
+    ("broken", "message"),
+    [
+        (nan_weights, "not finite"),
+        (no_sigmoid, "outside \\[0, 1\\]"),
+        (lambda repo: linear(repo, output="other_output"), "no output 'risk_prob"),
+    ],
+    ids=["nan", "logit", "wrong-output"],
+)
+def test_version_that_cannot_score_is_refused_before_triton_is_asked(
+    full_repo: Path, broken, message: str
+) -> None:
+    version = publish_onnx(full_repo, MODEL, broken(full_repo))
+    before = config(full_repo, MODEL)
+    triton = FakeTriton()
+    printed: list[str] = []
+
+    with pytest.raises(live.ReleaseError, match=message):
+        live.go_live(full_repo, MODEL, version, triton=triton, echo=printed.append)
+
+    assert triton.loads == []
+    assert config(full_repo, MODEL) == before
+    logged = lines(full_repo)[-1]
+    assert (logged["to_version"], logged["outcome"]) == (version, "failed")
+    assert printed == [(full_repo / live.RELEASES_LOG).read_text().splitlines()[-1]]
+
+
+def test_refused_load_prints_no_schema_or_ensemble_note(full_repo: Path) -> None:
+    version = publish_stand_in(full_repo, MODEL, HISTORY_SCHEMA_ID)
+    printed: list[str] = []
+
+    with pytest.raises(live.ReleaseError, match="boom"):
+        live.go_live(
+            full_repo,
+            MODEL,
+            version,
+            triton=FakeTriton(fail={MODEL}),
+            echo=printed.append,
+        )
+
+    assert len(printed) == 1
+    assert json.loads(printed[0])["outcome"] == "failed"
+
+
+def test_refused_rollback_is_logged(full_repo: Path, capsys) -> None:
+    model_dir = full_repo / MODEL
+    shutil.rmtree(model_dir / "1")
+    code = live.main(
+        ["--repository", str(full_repo), "--triton-url", "none", "--who", "ana"]
+        + ["rollback", "--model", MODEL]
+    )
+
+    assert code == 1
+    assert "no earlier version to roll back to" in capsys.readouterr().err
+    logged = lines(full_repo)
+    assert len(logged) == 1
+    assert (logged[0]["action"], logged[0]["outcome"], logged[0]["who"]) == (
+        "rollback",
+        "refused",
+        "ana",
+    )
+    assert (logged[0]["from_version"], logged[0]["to_version"]) == (2, None)
+    # A refused attempt is no step of the history a rollback replays.
+    assert live.previous_version(full_repo, MODEL) is None
 
 
 def test_ensemble_follows_its_members_once_they_agree(full_repo: Path) -> None:

@@ -235,8 +235,9 @@ async def test_go_live_and_rollback_under_load_fail_nothing(
 async def test_broken_versions_never_replace_the_live_one(
     client: httpx.AsyncClient, triton: TritonHandle, repository: Path
 ) -> None:
-    """Versions the release command can tell are broken never reach Triton;
-    one that only Triton finds broken fails to load and the old one serves."""
+    """Versions the release command can tell are broken (unreadable, another
+    width, nothing to score with) never reach Triton; one that only Triton
+    finds broken fails to load and the old one serves."""
     control = live.Triton(triton.http_url)
     corrupt = {"model.onnx": b"not an onnx model"}
     unreadable = int(
@@ -250,8 +251,17 @@ async def test_broken_versions_never_replace_the_live_one(
             lambda _: {"model.onnx": staged.read_bytes()},
         ).name
     )
-    # Right width, but no `risk_probability` output: only loading it tells.
+    # Right width, but no `risk_probability` output: nothing to score with.
     write_linear_onnx(staged, "other_output", seed=6)
+    no_output = int(
+        publish_version(
+            repository / "risk_classifier",
+            lambda _: {"model.onnx": staged.read_bytes()},
+        ).name
+    )
+    # Scores real rows fine in onnxruntime, but its input is not the config's
+    # `features`: only loading it tells.
+    write_linear_onnx(staged, "risk_probability", seed=7, input_name="x")
     unloadable = int(
         publish_version(
             repository / "risk_classifier",
@@ -265,6 +275,7 @@ async def test_broken_versions_never_replace_the_live_one(
     attempts: tuple[tuple[str, int, type[Exception], str], ...] = (
         ("anomaly_autoencoder", unreadable, live.ReleaseError, "cannot be read"),
         ("risk_classifier", too_wide, SchemaMismatchError, "takes 27 columns"),
+        ("risk_classifier", no_output, live.ReleaseError, "no output"),
         ("risk_classifier", unloadable, live.ReleaseError, "failed to load|load fa"),
     )
     for model, version, error, message in attempts:
