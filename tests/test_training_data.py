@@ -78,6 +78,14 @@ def test_empty_label_is_unlabelled_and_rows_are_time_ordered(tmp_path: Path) -> 
         ("t,u,1.00,USD,US,mobile,yesterday,W,0", "timestamp", "'yesterday'"),
         ("t,u,1.00,USD,US,mobile,2024-01-02T10:00:00Z,W,yes", "is_fraud", "'yes'"),
         ("t,u,1.00,USD,,mobile,2024-01-02T10:00:00Z,W,0", "country", "empty"),
+        ("t,u,0,USD,US,mobile,2024-01-02T10:00:00Z,W,0", "amount", "greater than 0"),
+        ("t,u,0.00,USD,US,mobile,2024-01-02T10:00:00Z,W,0", "amount", "than 0"),
+        (
+            "t1,u2,99.00,USD,US,web,2024-01-03T10:00:00Z,W,1",
+            "transaction_id",
+            "'t1' repeats line 2",
+        ),
+        ("t1" + GOOD.strip()[2:], "transaction_id", "repeats line 2"),
     ],
 )
 def test_malformed_row_names_file_line_and_column(
@@ -140,3 +148,12 @@ def test_time_split_keeps_the_future_out_of_training() -> None:
     assert epoch[split.calibration].max() < epoch[split.validation].min()
     with pytest.raises(ValueError, match="too few"):
         time_split(np.arange(3.0))
+
+
+def test_committed_sample_and_synthetic_data_still_load(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[1]
+    sample = read_transactions(root / "data" / "samples" / "afd_coldstart_sample.csv")
+    assert len(sample) == len(set(sample.transaction_id)) and sample.amount.min() > 0
+    rows = synthetic.generate(2000, seed=11)
+    generated = read_transactions(synthetic.write_csv(rows, tmp_path / "s.csv"))
+    assert len(generated) == 2000 and generated.amount.min() > 0

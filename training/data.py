@@ -99,8 +99,9 @@ def _open_text(path: Path) -> TextIO:
 
 def _parse_amount(value: str) -> float:
     amount = float(value)
-    if not math.isfinite(amount) or amount < 0:
-        raise ValueError("must be a finite, non-negative number")
+    # The gateway refuses an amount that is not > 0: no such row is served.
+    if not math.isfinite(amount) or amount <= 0:
+        raise ValueError("must be a finite number greater than 0")
     return amount
 
 
@@ -158,6 +159,7 @@ def read_transactions(path: str | Path, max_rows: int | None = None) -> Transact
     categories: list[str | None] = []
     labels: list[int] = []
     reported: list[float] = []
+    seen: dict[str, int] = {}  # transaction_id -> its line
 
     with _open_text(path) as handle:
         reader = csv.reader(handle)
@@ -183,6 +185,16 @@ def read_transactions(path: str | Path, max_rows: int | None = None) -> Transact
                     raise MalformedDataError(path, line, column, "is empty")
             if not row["device"].strip():
                 raise MalformedDataError(path, line, "device", "is empty")
+            first = seen.setdefault(row["transaction_id"], line)
+            if first != line:
+                # The gateway answers a second id with another payload 409 and
+                # stores a replay once: either way, one row per transaction.
+                raise MalformedDataError(
+                    path,
+                    line,
+                    "transaction_id",
+                    f"{row['transaction_id']!r} repeats line {first}",
+                )
             try:
                 column = "amount"
                 amounts.append(_parse_amount(row["amount"]))
