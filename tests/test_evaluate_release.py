@@ -187,3 +187,17 @@ def test_a_specific_version_policy_names_the_live_version(repository: Path) -> N
         text = re.sub(r"version_policy:.*", "", config.read_text())
         config.write_text(text + "version_policy: { specific: { versions: [ 1 ] } }\n")
         assert evaluate_release.published(repository, name).version == 1
+
+
+def test_a_missing_candidate_is_not_called_the_live_version(
+    repository: Path,
+) -> None:
+    with pytest.raises(FileNotFoundError) as caught:
+        evaluate_release.published(repository, "risk_classifier", 99)
+    assert ": version 99 has no model.onnx" in str(caught.value)
+    assert "live version" not in str(caught.value)
+    (repository / "risk_classifier" / "config.pbtxt").write_text(
+        "version_policy: { specific: { versions: [ 98 ] } }\n"
+    )
+    with pytest.raises(FileNotFoundError, match="live version 98 has no"):
+        evaluate_release.published(repository, "risk_classifier")

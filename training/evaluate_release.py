@@ -75,11 +75,13 @@ def published(repository: Path, name: str, version: int | None = None) -> Publis
     config = directory / CONFIG
     if not config.is_file():
         raise FileNotFoundError(f"no published version of {name} in {repository}")
+    which = "version"
     if version is None:
+        which = "live version"
         version = live_version(directory)
     model = directory / str(version) / MODEL_FILE
     if version is None or not model.is_file():
-        raise FileNotFoundError(f"{config}: live version {version} has no {MODEL_FILE}")
+        raise FileNotFoundError(f"{config}: {which} {version} has no {MODEL_FILE}")
     card_path = model.parent / "model_card.json"
     card = json.loads(card_path.read_text()) if card_path.is_file() else {}
     # The version's own schema (its model card); the config's for versions
