@@ -11,7 +11,9 @@ PYTRITON := nvidia-pytriton==0.7.0
 
 DATA ?= data/samples/afd_coldstart_sample.csv
 TRAIN_DATA ?= ../shared/data/ieee_cis_train.csv.gz
-RUN ?= $(lastword $(sort $(wildcard runs/*)))
+# The newest finished training run: a directory under runs/ with a run.json
+# (written last), by that file's modification time.
+RUN ?= $(patsubst %/run.json,%,$(firstword $(shell ls -t runs/*/run.json 2>/dev/null)))
 GATEWAY_URL ?= http://127.0.0.1:$(or $(PORT),8080)
 
 .PHONY: help install install-all demo up down status test lint audit train export evaluate live rollback releases bench clean

@@ -26,12 +26,13 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = synthetic.write_csv(synthetic.generate(3000, seed=5), root / "syn.csv")
     extra = synthetic.write_csv(synthetic.generate(400, seed=9), root / "extra.csv")
     out = root / "run"
-    train_main(
+    code = train_main(
         [
             *("--data", str(data), "--out", str(out), "--seed", "3", "--epochs", "1"),
             *("--extra-eval", str(extra)),
         ]
     )
+    assert code == 0
     return out
 
 
@@ -93,9 +94,38 @@ def test_anomaly_knots_are_monotone_from_zero_to_one(run_dir: Path) -> None:
     assert knots["y"][knots["quantiles"].index(0.99)] == pytest.approx(0.8)
 
 
-def test_run_directory_is_never_reused(run_dir: Path) -> None:
-    with pytest.raises(FileExistsError):
-        train_main(["--data", "unused.csv", "--out", str(run_dir)])
+def test_run_directory_is_never_reused(
+    run_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = sorted(p.name for p in run_dir.iterdir())
+    assert train_main(["--data", "unused.csv", "--out", str(run_dir)]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert sorted(p.name for p in run_dir.iterdir()) == before
+
+
+def test_missing_data_is_a_clean_error_and_leaves_no_run_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "runs" / "20300101T000000Z"
+    code = train_main(["--data", str(tmp_path / "missing.csv.gz"), "--out", str(out)])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "error: no transaction file at" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_malformed_rows_are_a_clean_error_and_leave_no_run_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = synthetic.write_csv(synthetic.generate(50, seed=1), tmp_path / "syn.csv")
+    lines = data.read_text().splitlines()
+    lines[5] = lines[5] + ",extra"
+    data.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "runs" / "20300101T000000Z"
+
+    assert train_main(["--data", str(data), "--out", str(out)]) == 1
+    assert f"error: {data}:6: expected" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_report_has_unseen_value_probes_and_the_extra_file(run_dir: Path) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import shutil
+import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -99,12 +101,31 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
+    from training.data import MalformedDataError
     from training.pipeline import train
+    from training.run import MANIFEST
 
-    out = train(parse_args(argv))
+    cfg = parse_args(argv)
+    if cfg.out.exists():
+        print(
+            f"error: {cfg.out} already exists; a run needs a new directory",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        out = train(cfg)
+    except (FileNotFoundError, MalformedDataError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        # A run that failed before its run.json leaves no directory behind
+        # (it would pass for the newest run); only the one created here.
+        if cfg.out.is_dir() and not (cfg.out / MANIFEST).is_file():
+            shutil.rmtree(cfg.out)
     print(out)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
