@@ -31,6 +31,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=("anomaly_autoencoder", "risk_classifier"),
         help="only this model (repeatable; default both)",
     )
+    parser.add_argument(
+        "--allow-republish",
+        action="store_true",
+        help="publish a run already published as a version (default: refused)",
+    )
     args = parser.parse_args(argv)
 
     from export.release import EXPORTERS, release
@@ -38,7 +43,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     models = tuple(args.model) if args.model else tuple(EXPORTERS)
     try:
         summary = release(
-            args.run, args.repository, publish_models=args.publish, models=models
+            args.run,
+            args.repository,
+            publish_models=args.publish,
+            models=models,
+            allow_republish=args.allow_republish,
         )
     except ExportError as exc:
         print(f"refused: {exc}", file=sys.stderr)

@@ -19,3 +19,7 @@ class SchemaMismatchError(ExportError):
 
 class PublishError(ExportError):
     """The version directory could not be written."""
+
+
+class RepublishError(ExportError):
+    """The run was already published as a version of the model."""

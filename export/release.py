@@ -13,7 +13,7 @@ import onnx
 
 from export import model_card
 from export.contract import AUTOENCODER, CLASSIFIER, ModelContract
-from export.errors import SchemaMismatchError
+from export.errors import ExportError, RepublishError, SchemaMismatchError
 from export.parity import Reference, check_contract, check_parity
 from export.repository import (
     CONFIG,
@@ -21,6 +21,7 @@ from export.repository import (
     config_feature_schema,
     ensure_config,
     publish_version,
+    versions,
 )
 from features import schemas
 from training import run as layout
@@ -151,16 +152,58 @@ def publish(exported: Exported, repository: Path, manifest: dict) -> Path:
     return publish_version(model_dir, files_for)
 
 
+def _published_from(manifest: dict[str, Any], model_dir: Path) -> int | None:
+    """The version of the model published from this run, if any: its card
+    names the run, when it was trained and the data's sha256."""
+    run = (manifest["run"], manifest["created_at"], manifest["data"]["sha256"])
+    for version in versions(model_dir) if model_dir.is_dir() else []:
+        path = model_dir / str(version) / "model_card.json"
+        try:
+            training = json.loads(path.read_text()).get("training", {})
+        except (OSError, json.JSONDecodeError, AttributeError):
+            continue
+        card = (
+            training.get("run"),
+            training.get("trained_at"),
+            training.get("data_sha256"),
+        )
+        if card == run:
+            return version
+    return None
+
+
+def check_not_published(
+    manifest: dict[str, Any], repository: Path, models: tuple[str, ...]
+) -> None:
+    """Refuses a run already published as a version of one of ``models``."""
+    for name in models:
+        version = _published_from(manifest, repository / name)
+        if version is not None:
+            raise RepublishError(
+                f"run {manifest['run']!r} (trained {manifest['created_at']}) is "
+                f"already published as {name} version {version}; "
+                "--allow-republish publishes it again"
+            )
+
+
 def release(
     run_path: Path,
     repository: Path,
     *,
     publish_models: bool,
     models: tuple[str, ...] = tuple(EXPORTERS),
+    allow_republish: bool = False,
 ) -> dict[str, dict]:
     run = RunDir(run_path)
-    manifest = run.manifest()
+    try:
+        manifest = run.manifest()
+    except FileNotFoundError as exc:  # no run.json: not a run, or a failed one
+        raise ExportError(str(exc)) from exc
+    except json.JSONDecodeError as exc:
+        raise ExportError(f"{run_path / layout.MANIFEST} is not JSON: {exc}") from exc
     schema = run_schema(manifest)
+    if publish_models and not allow_republish:
+        check_not_published(manifest, repository, models)
     sample = np.load(run / layout.PARITY_FEATURES)
     if sample.ndim != 2 or sample.shape[1] != schemas.width(schema):
         raise SchemaMismatchError(

@@ -15,7 +15,13 @@ import features
 from export import live, repository
 from export.__main__ import main as export_main
 from export.contract import AUTOENCODER, CLASSIFIER, ModelContract
-from export.errors import ContractError, ParityError, PublishError, SchemaMismatchError
+from export.errors import (
+    ContractError,
+    ParityError,
+    PublishError,
+    RepublishError,
+    SchemaMismatchError,
+)
 from export.release import export_classifier, release, verify
 from features.schemas import SCHEMAS, width
 from training import run as layout
@@ -37,7 +43,8 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("export")
     data = synthetic.write_csv(synthetic.generate(2500, seed=9), root / "syn.csv.gz")
     out = root / "run"
-    train_main(["--data", str(data), "--out", str(out), "--seed", "1", "--epochs", "2"])
+    args = ["--data", str(data), "--out", str(out), "--seed", "1", "--epochs", "2"]
+    assert train_main(args) == 0
     return out
 
 
@@ -86,7 +93,9 @@ def test_publish_writes_version_n_plus_1_and_never_overwrites(
     first = release(run_dir, model_repository, publish_models=True)
     v1 = {name: (model_repository / name / "1" / "model.onnx") for name in MODELS}
     before = {name: path.read_bytes() for name, path in v1.items()}
-    second = release(run_dir, model_repository, publish_models=True)
+    second = release(
+        run_dir, model_repository, publish_models=True, allow_republish=True
+    )
 
     for name, contract in (
         (AUTOENCODER.name, AUTOENCODER),
@@ -409,3 +418,50 @@ def test_command_line_reports_a_refusal(
     assert code == 1
     err = capsys.readouterr().err
     assert "refused:" in err and "'other-v9'" in err
+
+
+def test_command_line_refuses_a_directory_that_is_not_a_run(
+    model_repository: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "runs" / "20300101T000000Z"
+    empty.mkdir(parents=True)
+    code = export_main(
+        ["--run", str(empty), "--repository", str(model_repository), "--publish"]
+    )
+    assert code == 1
+    err = capsys.readouterr().err
+    assert f"refused: {empty} is not a training run: no run.json" in err
+    assert "Traceback" not in err
+
+
+def test_republishing_a_run_is_refused_naming_the_version(
+    run_dir: Path, model_repository: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    release(run_dir, model_repository, publish_models=True)
+    capsys.readouterr()
+    args = ["--run", str(run_dir), "--repository", str(model_repository), "--publish"]
+
+    with pytest.raises(RepublishError, match="already published as .* version 1"):
+        release(run_dir, model_repository, publish_models=True)
+    assert export_main(args) == 1
+    assert "version 1; --allow-republish" in capsys.readouterr().err
+    for name in MODELS:
+        assert repository.versions(model_repository / name) == [1]
+
+    assert export_main([*args, "--allow-republish"]) == 0
+    for name in MODELS:
+        assert repository.versions(model_repository / name) == [1, 2]
+
+
+def test_another_run_on_the_same_data_is_not_a_republish(
+    run_dir: Path, model_repository: Path, tmp_path: Path
+) -> None:
+    release(run_dir, model_repository, publish_models=True)
+    manifest = RunDir(run_dir).manifest()
+    later = with_manifest(
+        run_dir, tmp_path / "later", created_at="2031-01-01T00:00:00Z"
+    )
+    assert RunDir(later).manifest()["data"] == manifest["data"]
+    release(later, model_repository, publish_models=True)
+    for name in MODELS:
+        assert repository.versions(model_repository / name) == [1, 2]
