@@ -8,8 +8,10 @@ far). Three pure functions work on it:
 - ``history_features(state, event, amount_count_7d)``: the feature block of a
   transaction, from the state *before* it;
 - ``apply_transaction(state, event)``: the state after it;
-- ``apply_outcome(state, transaction_id, is_fraud)``: the state once a
-  confirmed outcome (chargeback, analyst verdict) is known.
+- ``apply_outcome(state, transaction_id, is_fraud, reported_epoch, tiebreak)``:
+  the state once a confirmed outcome (chargeback, analyst verdict) is known;
+  of several verdicts on one transaction the latest reported stands, whatever
+  order they are applied in.
 
 Offline, ``HistoryFold`` folds them over a time-ordered file, with outcomes
 entering at the time they became known. Online, the gateway keeps each state
@@ -65,7 +67,8 @@ HISTORY_FEATURE_NAMES: tuple[str, ...] = (
 )
 NUM_HISTORY_FEATURES = len(HISTORY_FEATURE_NAMES)
 
-STATE_FORMAT = 1
+# 2: each remembered verdict carries its order key (format 1 is still read).
+STATE_FORMAT = 2
 _MINUTE = 60
 _HOUR = 3_600
 _DAY = 86_400
@@ -132,6 +135,21 @@ class HistoryEvent:
         return int(self.epoch // _DAY)
 
 
+# A confirmed outcome as remembered: (label, reported epoch, tiebreak).
+Verdict = tuple[int, float, int]
+# A verdict read from a format-1 state had no order key: it reads as reported
+# at the epoch itself, before any outcome the gateway accepts.
+LEGACY_REPORTED_EPOCH = 0.0
+LEGACY_TIEBREAK = -1
+
+
+def _order(verdict: Verdict) -> tuple[float, int, int]:
+    """Later reported wins; then the larger tiebreak; then fraud, so that
+    equal keys still give one answer."""
+    label, reported, tiebreak = verdict
+    return (reported, tiebreak, label)
+
+
 @dataclass
 class CustomerState:
     """What is kept of one customer; JSON round-trips it exactly."""
@@ -149,8 +167,9 @@ class CustomerState:
     amounts: list[int] = field(default_factory=list)
     known_fraud: int = 0
     known_legit: int = 0
-    # transaction id -> latest confirmed outcome (1 fraud, 0 legitimate)
-    outcomes: dict[str, int] = field(default_factory=dict)
+    # transaction id -> the standing verdict (1 fraud, 0 legitimate) and its
+    # order key: (label, reported epoch, tiebreak)
+    outcomes: dict[str, Verdict] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -168,7 +187,11 @@ class CustomerState:
                 "amounts": self.amounts,
                 "known_fraud": self.known_fraud,
                 "known_legit": self.known_legit,
-                "outcomes": self.outcomes,
+                # Sorted, so equal states give equal text whatever the order
+                # their verdicts arrived in.
+                "outcomes": {
+                    tid: list(self.outcomes[tid]) for tid in sorted(self.outcomes)
+                },
             },
             separators=(",", ":"),
         )
@@ -176,8 +199,14 @@ class CustomerState:
     @classmethod
     def from_json(cls, text: str | bytes) -> CustomerState:
         raw = json.loads(text)
-        if raw.get("format") != STATE_FORMAT:
+        if raw.get("format") not in (1, STATE_FORMAT):
             raise ValueError(f"customer state format {raw.get('format')!r} unknown")
+        outcomes: dict[str, Verdict] = {}
+        for tid, value in raw["outcomes"].items():
+            if raw["format"] == 1:
+                value = [value, LEGACY_REPORTED_EPOCH, LEGACY_TIEBREAK]
+            label, reported, tiebreak = value
+            outcomes[str(tid)] = (int(label), float(reported), int(tiebreak))
         return cls(
             count=int(raw["count"]),
             first=raw["first"],
@@ -191,7 +220,7 @@ class CustomerState:
             amounts=[int(a) for a in raw["amounts"]],
             known_fraud=int(raw["known_fraud"]),
             known_legit=int(raw["known_legit"]),
-            outcomes={str(k): int(v) for k, v in raw["outcomes"].items()},
+            outcomes=outcomes,
         )
 
     def copy(self) -> CustomerState:
@@ -308,30 +337,45 @@ def apply_transaction(
 
 
 def apply_outcome(
-    state: CustomerState | None, transaction_id: str, is_fraud: bool
+    state: CustomerState | None,
+    transaction_id: str,
+    is_fraud: bool,
+    reported_epoch: float,
+    tiebreak: int = 0,
 ) -> CustomerState:
     """The state once a confirmed outcome of one of the customer's transactions
-    is known. A later verdict on the same transaction replaces the earlier one
-    (an analyst overturning a chargeback); repeating a verdict changes nothing."""
+    is known (a new object).
+
+    Of several verdicts on one transaction the one reported last stands (an
+    analyst overturning a chargeback); equal ``reported_epoch``s go to the
+    larger ``tiebreak`` (online the outcome's row id, so the order is the
+    database's). A verdict older than the one kept changes nothing, so any
+    order of the same calls gives the same state; the counts follow the
+    standing verdicts.
+    """
     new = CustomerState() if state is None else state.copy()
-    label = int(bool(is_fraud))
+    verdict: Verdict = (int(bool(is_fraud)), float(reported_epoch), int(tiebreak))
     previous = new.outcomes.get(transaction_id)
-    if previous == label:
+    if previous is not None and _order(previous) >= _order(verdict):
         return new
     if previous is not None:
-        if previous == 1:
+        if previous[0] == 1:
             new.known_fraud -= 1
         else:
             new.known_legit -= 1
-        del new.outcomes[transaction_id]
-    if label == 1:
+    if verdict[0] == 1:
         new.known_fraud += 1
     else:
         new.known_legit += 1
-    new.outcomes[transaction_id] = label
-    while len(new.outcomes) > MAX_OUTCOMES:
-        # Counts stay; only the memory of which transaction it was goes.
-        del new.outcomes[next(iter(new.outcomes))]
+    new.outcomes[transaction_id] = verdict
+    if len(new.outcomes) > MAX_OUTCOMES:
+        # Counts stay; only the memory of which transaction it was goes, the
+        # earliest reported first.
+        # Limitation: a later verdict on a forgotten transaction counts again,
+        # and which one is forgotten depends on the order verdicts came in;
+        # keeping every verdict (or a per-transaction key in Redis) would fix it.
+        oldest = min(new.outcomes, key=lambda tid: (_order(new.outcomes[tid]), tid))
+        del new.outcomes[oldest]
     return new
 
 
@@ -362,12 +406,14 @@ class AmountCounts:
 
 @dataclass(frozen=True)
 class Outcome:
-    """A confirmed outcome, known from ``known_at`` on."""
+    """A confirmed outcome, known from ``known_at`` on. ``tiebreak`` orders
+    outcomes of one transaction known at the same moment (larger: later)."""
 
     known_at: float
     user_id: str
     transaction_id: str
     is_fraud: bool
+    tiebreak: int = 0
 
 
 class HistoryFold:
@@ -389,6 +435,8 @@ class HistoryFold:
             self.customers.get(outcome.user_id),
             outcome.transaction_id,
             outcome.is_fraud,
+            outcome.known_at,
+            outcome.tiebreak,
         )
 
 

@@ -149,10 +149,21 @@ class HistoryStore:
         return await self._bounded(self._peek(events))  # type: ignore[no-any-return]
 
     async def apply_outcome(
-        self, user_id: str, transaction_id: str, is_fraud: bool
+        self,
+        user_id: str,
+        transaction_id: str,
+        is_fraud: bool,
+        *,
+        reported_epoch: float,
+        tiebreak: int,
     ) -> None:
-        """The customer's history once this verdict on the transaction is known."""
-        await self._bounded(self._apply_outcome(user_id, transaction_id, is_fraud))
+        """The customer's history once this verdict on the transaction is known
+        (kept only if it is later than the one the history holds)."""
+        await self._bounded(
+            self._apply_outcome(
+                user_id, transaction_id, is_fraud, reported_epoch, tiebreak
+            )
+        )
 
     async def _read(self, event: history.HistoryEvent, marker: bool) -> _Read:
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -220,13 +231,20 @@ class HistoryStore:
         raise HistoryUnavailable(f"state kept changing over {ATTEMPTS} attempts")
 
     async def _apply_outcome(
-        self, user_id: str, transaction_id: str, is_fraud: bool
+        self,
+        user_id: str,
+        transaction_id: str,
+        is_fraud: bool,
+        reported_epoch: float,
+        tiebreak: int,
     ) -> None:
         key = self.state_key(user_id)
         for _ in range(ATTEMPTS):
             version, raw = await self._redis.hmget(key, ["v", "s"])
             before = history.CustomerState.from_json(raw) if raw else None
-            after = history.apply_outcome(before, transaction_id, is_fraud)
+            after = history.apply_outcome(
+                before, transaction_id, is_fraud, reported_epoch, tiebreak
+            )
             if before is not None and after.to_json() == before.to_json():
                 return
             written = await self._apply(

@@ -43,9 +43,9 @@ SELECT transaction_id, user_id, payload FROM transactions
 ORDER BY (payload->>'timestamp')::timestamptz, id
 """
 _OUTCOMES = """
-SELECT o.transaction_id, o.outcome, o.reported_at, t.user_id
+SELECT o.id, o.transaction_id, o.outcome, o.reported_at, t.user_id
 FROM transaction_outcomes o JOIN transactions t USING (transaction_id)
-ORDER BY o.reported_at, o.recorded_at, o.id
+ORDER BY o.reported_at, o.id
 """
 _BATCH = 500
 
@@ -72,6 +72,8 @@ def _outcome(record: Any) -> history.Outcome:
         user_id=record["user_id"],
         transaction_id=record["transaction_id"],
         is_fraud=record["outcome"] == "fraud",
+        # The order key the gateway gave it (gateway.outcomes.record).
+        tiebreak=record["id"],
     )
 
 

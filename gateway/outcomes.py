@@ -23,22 +23,16 @@ SELECT user_id, payload->>'timestamp' AS timestamp
 FROM transactions WHERE transaction_id = $1
 """
 
-# The verdict that stands: the latest reported (ties: the latest recorded).
-_LATEST = """
-SELECT outcome FROM transaction_outcomes WHERE transaction_id = $1
-ORDER BY reported_at DESC, id DESC LIMIT 1
-"""
-
 _INSERT = """
 INSERT INTO transaction_outcomes (
     outcome_id, transaction_id, outcome, source, reported_at, payload_sha256
 ) VALUES ($1, $2, $3, $4, $5, $6)
 ON CONFLICT (outcome_id) DO NOTHING
-RETURNING outcome_id, transaction_id, outcome, source, reported_at, recorded_at
+RETURNING id, outcome_id, transaction_id, outcome, source, reported_at, recorded_at
 """
 
 _BY_OUTCOME_ID = """
-SELECT outcome_id, transaction_id, outcome, source, reported_at, recorded_at,
+SELECT id, outcome_id, transaction_id, outcome, source, reported_at, recorded_at,
        payload_sha256
 FROM transaction_outcomes WHERE outcome_id = $1
 """
@@ -81,13 +75,23 @@ async def record(
 ) -> RecordedOutcome:
     """Append one outcome, then bring the customer's history up to date.
 
-    The same outcome_id with the same fields is a replay; it applies the
-    standing verdict again, which changes nothing unless an earlier attempt
+    The verdict that stands is the latest reported, ties going to the row
+    recorded last (the larger id). The history is given this outcome with
+    that order key, not a re-read standing verdict: concurrent outcomes of one
+    transaction then leave the history with the database's verdict whatever
+    order their updates land in. The same outcome_id with the same fields is
+    a replay; applying it again changes nothing unless an earlier attempt
     could not reach the history store.
     """
-    recorded, user_id, verdict = await _append(storage, body)
+    recorded, user_id, row = await _append(storage, body)
     try:
-        await history.apply_outcome(user_id, body.transaction_id, verdict == "fraud")
+        await history.apply_outcome(
+            user_id,
+            row["transaction_id"],
+            row["outcome"] == "fraud",
+            reported_epoch=row["reported_at"].timestamp(),
+            tiebreak=row["id"],
+        )
     except HistoryUnavailable as exc:
         # Limitation: the customer's history misses this verdict until the
         # outcome is posted again (a replay) or the history is rebuilt.
@@ -98,8 +102,8 @@ async def record(
 
 async def _append(
     storage: Storage, body: OutcomeRequest
-) -> tuple[RecordedOutcome, str, str]:
-    """The stored outcome, the transaction's user id, and the standing verdict."""
+) -> tuple[RecordedOutcome, str, asyncpg.Record]:
+    """The stored outcome, the transaction's user id, and the stored row."""
     payload_hash = body.payload_hash()
     outcome_id = body.outcome_id or f"out-{uuid.uuid4().hex}"
     async with storage.transaction() as conn:
@@ -140,8 +144,7 @@ async def _append(
             replayed = True
         else:
             replayed = False
-        verdict = await conn.fetchval(_LATEST, body.transaction_id)
-    return RecordedOutcome(_as_json(row), replayed=replayed), user_id, verdict
+    return RecordedOutcome(_as_json(row), replayed=replayed), user_id, row
 
 
 async def transaction_record(storage: Storage, transaction_id: str) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
@@ -30,6 +30,12 @@ _RFC3339 = re.compile(
 )
 _EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 _LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+# How far past the server's clock a time may be. A transaction from the future
+# would become its customer's latest time and push every real one out of the
+# history windows; an outcome from the future would stand over every later
+# correction (outcomes are append-only). The margins allow for clock skew.
+TRANSACTION_FUTURE_MARGIN = timedelta(days=1)
+OUTCOME_FUTURE_MARGIN = timedelta(minutes=5)
 
 IDENTIFIER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$"
 Identifier = Annotated[
@@ -58,6 +64,12 @@ def _rfc3339_text(value: Any) -> Any:
 def _supported_years(value: datetime) -> datetime:
     if not _EARLIEST <= value < _LATEST:
         raise ValueError("must be between 2000-01-01 and 2100-01-01")
+    return value
+
+
+def _not_after_now_plus(margin: timedelta, value: datetime, what: str) -> datetime:
+    if value > datetime.now(UTC) + margin:
+        raise ValueError(f"is in the future: more than {what} past the server's clock")
     return value
 
 
@@ -187,6 +199,11 @@ class TransactionRequest(BaseModel):
     @classmethod
     def _device(cls, value: str) -> str:
         return value.lower()
+
+    @field_validator("timestamp")
+    @classmethod
+    def _timestamp(cls, value: datetime) -> datetime:
+        return _not_after_now_plus(TRANSACTION_FUTURE_MARGIN, value, "1 day")
 
     def canonical(self) -> dict[str, Any]:
         """The fields that define the transaction, normalised, as JSON values."""
@@ -334,6 +351,11 @@ class OutcomeRequest(BaseModel):
             "the same fields records nothing new"
         ),
     ] = None
+
+    @field_validator("reported_at")
+    @classmethod
+    def _reported_at(cls, value: datetime) -> datetime:
+        return _not_after_now_plus(OUTCOME_FUTURE_MARGIN, value, "5 minutes")
 
     def canonical(self) -> dict[str, Any]:
         return {

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import random
 from pathlib import Path
 
 import numpy as np
@@ -107,18 +109,69 @@ def test_outcomes_count_only_once_known() -> None:
 
 
 def test_outcome_reversal_and_repeat() -> None:
-    state = history.apply_outcome(None, "a", True)
-    assert history.apply_outcome(state, "a", True) == state
-    reversed_ = history.apply_outcome(state, "a", False)
+    state = history.apply_outcome(None, "a", True, T0)
+    assert history.apply_outcome(state, "a", True, T0) == state
+    reversed_ = history.apply_outcome(state, "a", False, T0 + 60)
     assert (reversed_.known_fraud, reversed_.known_legit) == (0, 1)
     assert (state.known_fraud, state.known_legit) == (1, 0)  # not mutated
+
+
+def test_an_earlier_verdict_applied_late_does_not_replace_a_later_one() -> None:
+    later = history.apply_outcome(None, "a", True, T0 + 60)
+    state = history.apply_outcome(later, "a", False, T0)
+    assert state == later and (state.known_fraud, state.known_legit) == (1, 0)
+    # Same report time: the larger tiebreak (the row recorded last) stands.
+    tied = history.apply_outcome(later, "a", False, T0 + 60, tiebreak=1)
+    assert (tied.known_fraud, tied.known_legit) == (0, 1)
+    assert history.apply_outcome(tied, "a", True, T0 + 60, tiebreak=0) == tied
+
+
+def test_any_order_of_the_same_outcomes_gives_the_same_state() -> None:
+    base = history.apply_transaction(None, event(T0, tid="a"))
+    calls = [
+        (tid, i % 2 == 0, T0 + 100 * (i % 4), i)
+        for i in range(12)
+        for tid in ("a", "b", "c")
+    ]
+    expected = None
+    for seed in range(30):
+        order = list(calls)
+        random.Random(seed).shuffle(order)
+        state = base
+        for tid, is_fraud, reported, tiebreak in order:
+            state = history.apply_outcome(state, tid, is_fraud, reported, tiebreak)
+        if expected is None:
+            expected = state
+        assert state == expected
+        assert state.to_json() == expected.to_json()
+    assert expected is not None
+    # The standing verdict of each: the latest (reported, tiebreak) -> i = 11, fraud
+    # is i % 2 == 0, so legitimate for all three.
+    assert (expected.known_fraud, expected.known_legit) == (0, 3)
+    assert {tid: v[0] for tid, v in expected.outcomes.items()} == dict.fromkeys(
+        "abc", 0
+    )
+
+
+def test_a_format_1_state_is_read_its_verdicts_oldest() -> None:
+    state = history.apply_transaction(None, event(T0, tid="a"))
+    text = state.to_json().replace('"format":2', '"format":1')
+    old = json.loads(text)
+    old.update(outcomes={"a": 1}, known_fraud=1)
+    read = history.CustomerState.from_json(json.dumps(old))
+    assert read.outcomes == {"a": (1, 0.0, -1)}
+    overturned = history.apply_outcome(read, "a", False, T0 + 60)
+    assert (overturned.known_fraud, overturned.known_legit) == (0, 1)
+    again = history.CustomerState.from_json(read.to_json())
+    assert again == read
 
 
 def test_state_json_round_trip_is_exact() -> None:
     state = None
     for i, amount in enumerate([12.34, 0.1, 1e6 + 0.01, 7.0]):
         state = history.apply_transaction(state, event(T0 + 977.7 * i, amount))
-    state = history.apply_outcome(state, "x", True)
+    state = history.apply_outcome(state, "x", True, T0 + 1234.567, 7)
+    state = history.apply_outcome(state, "y", False, T0 + 0.1)
     again = history.CustomerState.from_json(state.to_json())
     assert again == state
     assert again.to_json() == state.to_json()

@@ -406,9 +406,13 @@ async def test_a_reposted_verdict_changes_nothing_and_a_reversed_one_moves_count
 
         replay = await client.post("/outcomes", json=fraud)
         assert replay.status_code == 200
+        assert await redis_db.hget(_state_key(user), "v") == version
+        # Another report of the same verdict: recorded later, so it becomes
+        # the standing one, and the counts stay.
         again = await client.post("/outcomes", json={**fraud, "outcome_id": "cb-2"})
         assert again.status_code == 201
-        assert await redis_db.hget(_state_key(user), "v") == version
+        state = await _state(redis_db, user)
+        assert (state.known_fraud, state.known_legit) == (1, 0)
 
         reversed_ = {
             **fraud,

@@ -31,7 +31,11 @@ def _events(txns: Transactions) -> list[history.HistoryEvent]:
     )
 
 
-def _outcomes(txns: Transactions, delay_days: float) -> list[history.Outcome]:
+def _outcomes(
+    txns: Transactions, delay_days: float, first_row: int = 0
+) -> list[history.Outcome]:
+    """The labelled rows' outcomes; ``first_row`` + the row index orders two
+    verdicts on one transaction known at the same moment (the later row wins)."""
     known = label_known_at(txns, delay_days)
     return [
         history.Outcome(
@@ -39,6 +43,7 @@ def _outcomes(txns: Transactions, delay_days: float) -> list[history.Outcome]:
             user_id=txns.user_id[i],
             transaction_id=txns.transaction_id[i],
             is_fraud=bool(txns.is_fraud[i] == 1),
+            tiebreak=first_row + int(i),
         )
         for i in np.flatnonzero(np.isfinite(known))
     ]
@@ -54,7 +59,11 @@ def history_blocks(
         if len(earlier) and len(later) and earlier.epoch[-1] > later.epoch[0]:
             raise ValueError("history parts overlap in time; pass them in time order")
     events = [e for part in parts for e in _events(part)]
-    outcomes = [o for part in parts for o in _outcomes(part, delay_days)]
+    outcomes: list[history.Outcome] = []
+    first_row = 0
+    for part in parts:
+        outcomes += _outcomes(part, delay_days, first_row)
+        first_row += len(part)
     block = history.fold(events, outcomes)
     out, start = [], 0
     for part in parts:

@@ -33,14 +33,14 @@ COLUMNS = (
 )
 
 # The standing verdict of each transaction: its latest report (ties: the one
-# recorded last).
+# recorded last, by row id, the order the gateway's history keeps too).
 _QUERY = """
 SELECT t.payload, o.outcome, o.reported_at
 FROM transactions t
 LEFT JOIN LATERAL (
     SELECT outcome, reported_at FROM transaction_outcomes
     WHERE transaction_id = t.transaction_id
-    ORDER BY reported_at DESC, recorded_at DESC, id DESC
+    ORDER BY reported_at DESC, id DESC
     LIMIT 1
 ) o ON TRUE
 ORDER BY t.id
