@@ -313,7 +313,17 @@ def _prune(buckets: dict[int, list[float]], latest: int, keep: int) -> None:
 def apply_transaction(
     state: CustomerState | None, event: HistoryEvent
 ) -> CustomerState:
-    """The customer's state once ``event`` has happened (a new object)."""
+    """The customer's state once ``event`` has happened (a new object).
+
+    An event far ahead of the others (a timestamp in the wrong year) becomes
+    ``latest``: every bucket older than the windows before it is pruned, and
+    events before it then count nothing in the windows (their own buckets are
+    pruned on arrival) and read as "just now" after it, until real time
+    passes it. Nothing here can tell a wrong time from a real one; the
+    gateway refuses timestamps more than a day past its clock
+    (``gateway.schemas.TRANSACTION_FUTURE_MARGIN``), and offline files are
+    taken as given.
+    """
     new = CustomerState() if state is None else state.copy()
     t = event.epoch
     new.count += 1

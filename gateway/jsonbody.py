@@ -5,6 +5,7 @@ JSON media type. Anything else is refused before validation."""
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Coroutine
 from decimal import Decimal
 from typing import Any
@@ -44,6 +45,15 @@ def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return doc
 
 
+def _integer(text: str) -> int:
+    # int() refuses very long digit strings with a message about Python's
+    # settings; say what is wrong with the body instead.
+    limit = sys.get_int_max_str_digits()
+    if limit and len(text.lstrip("-")) > limit:
+        raise ValueError(f"holds a number too long ({len(text)} characters)")
+    return int(text)
+
+
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"holds {name}, which is not JSON")
 
@@ -64,6 +74,7 @@ def parse(raw: bytes) -> Any:
             parse_constant=_refuse_constant,
             # Exact decimals: 17.340000000000000000001 must not become 17.34.
             parse_float=Decimal,
+            parse_int=_integer,
         )
     except json.JSONDecodeError as exc:
         raise MalformedBody(

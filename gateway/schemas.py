@@ -200,6 +200,13 @@ class TransactionRequest(BaseModel):
     def _device(cls, value: str) -> str:
         return value.lower()
 
+    @field_validator("product_category")
+    @classmethod
+    def _product_category(cls, value: str | None) -> str | None:
+        # Case-insensitive like the features' encoding: "w" is the category
+        # "W", so the idempotency hash and the stored payload agree.
+        return value.upper() if value is not None else None
+
     @field_validator("timestamp")
     @classmethod
     def _timestamp(cls, value: datetime) -> datetime:

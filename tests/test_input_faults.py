@@ -5,6 +5,7 @@ with nothing scored or stored."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -305,3 +306,76 @@ async def test_routing_errors_share_the_error_shape(
     assert_error_shape(response.json())
     assert response.json()["error"] == code
     assert response.json()["details"]
+
+
+async def test_an_overlong_integer_is_refused_without_python_internals(
+    gateway: GatewayFactory, db: asyncpg.Pool
+) -> None:
+    async with gateway() as client:
+        responses = [
+            await client.post(
+                path, content=with_raw("amount", "9" * 5000), headers=JSON
+            )
+            for path in ("/transactions", "/risk/analyze")
+        ]
+    for response in responses:
+        assert response.status_code == 400
+        body = response.json()
+        assert_error_shape(body)
+        assert "number too long" in body["message"]
+        assert "sys." not in response.text and "4300" not in response.text
+    assert await rows(db) == []
+
+
+SCORING_ROUTES = ["/transactions", "/risk/analyze", "/anomaly/score", "/risk/classify"]
+
+
+@pytest.mark.parametrize("path", [*SCORING_ROUTES, "/risk/batch"])
+async def test_a_transaction_from_the_future_is_422_on_every_scoring_route(
+    gateway: GatewayFactory, db: asyncpg.Pool, path: str
+) -> None:
+    late = (datetime.now(UTC) + timedelta(days=1, minutes=5)).isoformat()
+    bodies = [
+        transaction(timestamp="2099-01-01T00:00:00Z"),
+        transaction(timestamp=late),
+    ]
+    async with gateway() as client:
+        scorings = count_calls(client, "score")
+        responses = []
+        for body in bodies:
+            sent = {"transactions": [body]} if path == "/risk/batch" else body
+            responses.append(await client.post(path, json=sent))
+        refused_scorings = scorings[0]
+        # Within the margin (a client clock a little ahead) is accepted.
+        soon = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+        body = transaction(transaction_id="t-soon", timestamp=soon)
+        sent = {"transactions": [body]} if path == "/risk/batch" else body
+        accepted = await client.post(path, json=sent)
+    for response in responses:
+        assert response.status_code == 422, response.text
+        body = response.json()
+        assert_error_shape(body)
+        (detail,) = body["details"]
+        assert detail["field"].endswith("timestamp")
+        assert "future" in detail["problem"] and "1 day" in detail["problem"]
+    assert refused_scorings == 0
+    assert accepted.status_code == 200, accepted.text
+
+
+async def test_category_letter_case_is_the_same_transaction(
+    gateway: GatewayFactory, db: asyncpg.Pool
+) -> None:
+    async with gateway() as client:
+        first = await client.post("/transactions", json=transaction())
+        lower = await client.post(
+            "/transactions",
+            json=transaction(product_category=" w", country="us", currency="usd"),
+        )
+        other = await client.post(
+            "/transactions", json=transaction(product_category="C")
+        )
+    assert first.status_code == lower.status_code == 200
+    assert lower.headers["idempotent-replay"] == "true"
+    assert other.status_code == 409
+    (row,) = await rows(db)
+    assert json.loads(row["payload"])["product_category"] == "W"
