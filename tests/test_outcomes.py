@@ -224,7 +224,14 @@ async def test_concurrent_outcomes_leave_the_history_with_the_standing_verdict(
     # Two customers, two transactions each: outcomes of one customer's two
     # transactions also race on the same state.
     users = {"u-race-a": ["ra-1", "ra-2"], "u-race-b": ["rb-1", "rb-2"]}
-    async with gateway() as client:
+    # 80 requests at once: room to queue for a connection on a loaded machine.
+    patient = {
+        "db_acquire_timeout_ms": 10_000,
+        "db_statement_timeout_ms": 10_000,
+        "history_timeout_ms": 5_000,
+        "request_timeout_ms": 30_000,
+    }
+    async with gateway(**patient) as client:
         for round_ in range(5):
             tids = {}
             for user, names in users.items():
