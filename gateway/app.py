@@ -69,6 +69,17 @@ async def _refresh_models(scorer: TritonScorer, interval_s: float) -> None:
             log.exception("model refresh failed")
 
 
+def _not_stored(what: str | None, exc: Exception) -> ApiError:
+    """PostgreSQL did not answer: 503, nothing recorded (``what``), retry."""
+    log.warning("storage unavailable: %s", exc)
+    message = (
+        f"{what} could not be stored; nothing was recorded, retry later"
+        if what
+        else "the stored decisions cannot be read now; retry later"
+    )
+    return ApiError(503, "storage_unavailable", message, headers={"Retry-After": "1"})
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     policy = load_policy(settings.policy_path)
@@ -241,7 +252,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def post_outcome(body: OutcomeRequest, request: Request) -> Response:
         """Append-only; the same outcome_id with the same fields is answered 200."""
         svc = service(request)
-        recorded = await record_outcome(svc.storage, svc.history, body)
+        try:
+            recorded = await record_outcome(svc.storage, svc.history, body)
+        except StorageUnavailable as exc:
+            raise _not_stored("the outcome", exc) from exc
         if recorded.replayed:
             return json_response(recorded.body, headers={"Idempotent-Replay": "true"})
         return json_response(recorded.body, status=201)
@@ -257,9 +271,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         transaction_id: Annotated[str, Path(pattern=IDENTIFIER_PATTERN, max_length=64)],
         request: Request,
     ) -> Response:
-        return json_response(
-            await transaction_record(service(request).storage, transaction_id)
-        )
+        try:
+            record = await transaction_record(service(request).storage, transaction_id)
+        except StorageUnavailable as exc:
+            raise _not_stored(None, exc) from exc
+        return json_response(record)
 
     @app.post(
         "/risk/analyze",

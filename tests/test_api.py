@@ -243,6 +243,26 @@ async def test_stopped_postgres_gives_503_and_analysis_still_works(
     assert health.status_code == 503
 
 
+async def test_stopped_postgres_outcomes_and_reads_are_503_not_500(
+    gateway: GatewayFactory,
+) -> None:
+    async with gateway(database_url=closed_port_url("postgresql")) as client:
+        outcome = await client.post(
+            "/outcomes",
+            json={
+                "transaction_id": "t-1",
+                "outcome": "fraud",
+                "source": "chargeback",
+                "reported_at": "2026-02-01T00:00:00Z",
+            },
+        )
+        read = await client.get("/transactions/t-1")
+    for response in (outcome, read):
+        assert response.status_code == 503, response.text
+        assert response.json()["error"] == "storage_unavailable"
+        assert response.headers["retry-after"] == "1"
+
+
 async def test_failed_store_releases_the_claim_for_a_retry(
     gateway: GatewayFactory, db: asyncpg.Pool
 ) -> None:
