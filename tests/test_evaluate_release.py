@@ -113,6 +113,11 @@ def test_evaluate_writes_metrics_for_every_model(
     assert code == 0
     printed = capsys.readouterr().out.strip().splitlines()
     assert printed[-1] == str(out / "metrics.json")
+    # The comparison is printed before it: a row a model, then the goals.
+    assert printed[0].split()[:2] == ["PR-AUC", "ROC-AUC"]
+    assert any(line.startswith("baseline (gradient-boosted trees)") for line in printed)
+    goals = [line for line in printed if "classifier PR-AUC" in line]
+    assert len(goals) == 1 and goals[0].split()[0] in ("met", "NOT")
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["models"]) == {

@@ -529,6 +529,36 @@ def render_markdown(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def summary(metrics: dict[str, Any]) -> str:
+    """The comparison, for the terminal: one line a model, then the goals."""
+    m = metrics["models"]
+    pub = metrics["published"]
+    names = {
+        CLASSIFIER: f"{CLASSIFIER} v{pub[CLASSIFIER]['version']}",
+        AUTOENCODER: f"{AUTOENCODER} v{pub[AUTOENCODER]['version']}",
+        "combined": "combined",
+        "baseline": "baseline (gradient-boosted trees)",
+    }
+    width = max(len(n) for n in names.values())
+    lines = [
+        f"{'':{width}}  PR-AUC  ROC-AUC  rec@1%FPR  rec@5%FPR     ECE  "
+        "legit REVIEW  fraud REVIEW+FLAG"
+    ]
+    for name in MODELS:
+        r = m[name]
+        legit, fraud = r["policy"]["legitimate"], r["policy"]["fraud"]
+        lines.append(
+            f"{names[name]:{width}}  {r['pr_auc']:.4f}   {r['roc_auc']:.4f}"
+            f"  {100 * r['recall_at_1pct_fpr']:8.2f}%  "
+            f"{100 * r['recall_at_5pct_fpr']:8.2f}%  {r['ece']:.4f}"
+            f"  {100 * legit['REVIEW']:11.2f}%"
+            f"  {100 * (fraud['REVIEW'] + fraud['FLAG']):16.2f}%"
+        )
+    lines.append("")
+    lines += [f"{'met    ' if ok else 'NOT MET'}  {text}" for text, ok in _goals(m)]
+    return "\n".join(lines)
+
+
 def _goals(m: dict[str, Any]) -> list[tuple[str, bool]]:
     clf = m[CLASSIFIER]
     return [
@@ -617,6 +647,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    print(summary(json.loads(path.read_text())))
     print(path)
     return 0
 
