@@ -343,4 +343,3 @@ class TritonScorer:
 def _is_shape_error(exc: InferenceServerException) -> bool:
     """Triton refused the input as not matching the model's configuration."""
     return "INVALID_ARGUMENT" in str(exc.status() or "") or "shape" in str(exc)
-

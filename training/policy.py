@@ -47,8 +47,7 @@ class Policy:
     @property
     def combined_label(self) -> str:
         return (
-            f"Combined {self.anomaly_weight:g} * anomaly + "
-            f"{self.risk_weight:g} * risk"
+            f"Combined {self.anomaly_weight:g} * anomaly + {self.risk_weight:g} * risk"
         )
 
 
