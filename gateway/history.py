@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 import orjson
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from features import history
+from gateway.idempotency import connect
 from gateway.limits import time_left
 from gateway.metrics import HISTORY_CONFLICTS, HISTORY_OUT_OF_ORDER
 
@@ -117,13 +117,7 @@ class HistoryStore:
         self._prefix = key_prefix + "hist:v1:"
         # The whole read-compute-write of one operation, retries included.
         self._budget_s = budget_s
-        self._redis = aioredis.Redis.from_url(
-            url,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry_on_timeout=False,
-            health_check_interval=30,
-        )
+        self._redis = connect(url, timeout_s)
         self._apply = self._redis.register_script(_APPLY)
         self._read_script = self._redis.register_script(_READ)
 

@@ -39,6 +39,18 @@ class Unavailable:
 ClaimResult = Claimed | Seen | Unavailable
 
 
+def connect(url: str, timeout_s: float) -> aioredis.Redis:
+    """A Redis client whose every connect and command gives up after
+    ``timeout_s``, never retried behind the caller's back."""
+    return aioredis.Redis.from_url(
+        url,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        retry_on_timeout=False,
+        health_check_interval=30,
+    )
+
+
 class IdempotencyStore:
     def __init__(
         self,
@@ -53,13 +65,7 @@ class IdempotencyStore:
         self._ttl = ttl_s
         # A claim whose owner died must not block retries for a day.
         self._pending_ttl = pending_ttl_s
-        self._redis = aioredis.Redis.from_url(
-            url,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry_on_timeout=False,
-            health_check_interval=30,
-        )
+        self._redis = connect(url, timeout_s)
 
     async def close(self) -> None:
         await self._redis.aclose()
