@@ -55,14 +55,8 @@ def encode_rows(transactions: list[dict[str, Any]], schema: str) -> np.ndarray:
         key=lambda i: features.epoch_seconds(transactions[i]["timestamp"]),
     )
     events = [
-        history.HistoryEvent.of(
-            user_id=transactions[i]["user_id"],
-            transaction_id=f"perf-{i}",
-            amount=float(transactions[i]["amount"]),
-            epoch=features.epoch_seconds(transactions[i]["timestamp"]),
-            country=transactions[i]["country"],
-            device=transactions[i]["device"],
-            product_category=transactions[i].get("product_category"),
+        history.HistoryEvent.from_transaction(
+            {**transactions[i], "transaction_id": f"perf-{i}"}
         )
         for i in order
     ]

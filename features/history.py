@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from features import (
+    epoch_seconds,
     normalise_category,
     normalise_country,
     normalise_device,
@@ -124,6 +125,21 @@ class HistoryEvent:
             country=normalise_country(country),
             device=normalise_device(device),
             product_category=normalise_category(product_category),
+        )
+
+    @classmethod
+    def from_transaction(cls, transaction: Mapping[str, Any]) -> HistoryEvent:
+        """From a mapping with the request's fields, as ``features.encode``
+        takes them (amount as Decimal, float or string; timestamp as an aware
+        datetime or RFC 3339 string; product_category optional)."""
+        return cls.of(
+            user_id=transaction["user_id"],
+            transaction_id=transaction["transaction_id"],
+            amount=float(transaction["amount"]),
+            epoch=epoch_seconds(transaction["timestamp"]),
+            country=transaction["country"],
+            device=transaction["device"],
+            product_category=transaction.get("product_category"),
         )
 
     @property
@@ -459,7 +475,9 @@ def fold(
 
     ``events`` must be in time order (ties in file order). An outcome is
     applied before every event strictly later than its ``known_at``, so a
-    transaction never sees a label that was not yet known, its own included.
+    transaction never sees a label that was not yet known, its own included;
+    outcomes known after the last event enter the state at the end (``into``
+    keeps them for what follows).
     """
     state = into if into is not None else HistoryFold()
     pending: list[tuple[float, int, Outcome]] = []
@@ -472,6 +490,8 @@ def fold(
         while pending and pending[0][0] < event.epoch:
             state.outcome(heapq.heappop(pending)[2])
         out[row] = state.score_and_apply(event)
+    while pending:
+        state.outcome(heapq.heappop(pending)[2])
     return out
 
 

@@ -34,7 +34,7 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 
-from features import epoch_seconds, history
+from features import history
 from gateway.config import Settings
 from gateway.history import AMOUNTS_TTL_S, STATE_TTL_S, HistoryStore
 
@@ -54,15 +54,7 @@ def _event(record: Any) -> history.HistoryEvent:
     payload = record["payload"]
     if isinstance(payload, str):
         payload = json.loads(payload)
-    return history.HistoryEvent.of(
-        user_id=record["user_id"],
-        transaction_id=record["transaction_id"],
-        amount=float(payload["amount"]),
-        epoch=epoch_seconds(payload["timestamp"]),
-        country=payload["country"],
-        device=payload["device"],
-        product_category=payload.get("product_category"),
-    )
+    return history.HistoryEvent.from_transaction(payload)
 
 
 def _outcome(record: Any) -> history.Outcome:
@@ -87,11 +79,6 @@ async def fold_stored(database_url: str) -> tuple[history.HistoryFold, int, int]
         await connection.close()
     state = history.HistoryFold()
     history.fold(events, outcomes, into=state)
-    # Outcomes reported after the latest transaction count too.
-    latest = events[-1].epoch if events else float("-inf")
-    for outcome in outcomes:
-        if outcome.known_at >= latest:
-            state.outcome(outcome)
     return state, len(events), len(outcomes)
 
 

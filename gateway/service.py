@@ -51,18 +51,6 @@ class Assessed:
     feature_schema: str
 
 
-def history_event(request: TransactionRequest) -> HistoryEvent:
-    return HistoryEvent.of(
-        user_id=request.user_id,
-        transaction_id=request.transaction_id,
-        amount=float(request.amount),
-        epoch=features.epoch_seconds(request.timestamp),
-        country=request.country,
-        device=request.device,
-        product_category=request.product_category,
-    )
-
-
 def _conflict(transaction_id: str) -> ApiError:
     return ApiError(
         409,
@@ -114,8 +102,9 @@ class ScoringService:
     ) -> tuple[Features, str | None]:
         """The rows, and why the history block is missing from them, if it is."""
         with stage("features"):
-            basic = features.encode(r.model_dump() for r in requests)
-        events = [history_event(r) for r in requests]
+            fields = [r.model_dump() for r in requests]
+            basic = features.encode(fields)
+        events = [HistoryEvent.from_transaction(f) for f in fields]
         try:
             with stage("history"):
                 if apply:
