@@ -13,8 +13,6 @@ from tritonclient.utils import InferenceServerException
 from features.schemas import (
     HISTORY_SCHEMA_ID,
     SCHEMAS,
-    WIDEST_SCHEMA_ID,
-    columns_for,
     width,
 )
 from gateway.metrics import SCHEMA_RETRIES
@@ -72,8 +70,7 @@ class Features:
 
     def columns(self, schema: str) -> np.ndarray | None:
         """The columns of ``schema``, or None when these rows lack them."""
-        if self.schema == WIDEST_SCHEMA_ID:
-            return columns_for(self.matrix, schema)
+        # Every schema's columns start those of the wider ones.
         if width(schema) <= width(self.schema):
             return self.matrix[..., : width(schema)]
         return None
